@@ -1,0 +1,738 @@
+"""persona-sdk's storage protocols on the site's database (and cache).
+
+* :class:`DatabaseProfileStore` — ``ProfileStore``: profiles as JSON documents with a
+  revision (optimistic concurrency in SQL), identities and aliases indexed beside them, hot
+  profiles and identity lookups in a Django cache alias (locmem or Redis).
+* :class:`DatabaseConsentLedger` — ``ConsentLedger``: the append-only ledger.
+* :class:`DatabaseOutbox` — ``Outbox``: the durable outbox; claims are exclusive
+  (``SELECT … FOR UPDATE SKIP LOCKED`` where the database has it).
+
+Cache layout (all keys under the versioned prefix ``persona:v1:``, inside the cache alias's
+own ``KEY_PREFIX``/``VERSION``)::
+
+    persona:v1:p:<profile id>         {"r": revision, "d": Profile.to_dict()}
+    persona:v1:i:<blake2b(identity)>  profile id      (only hits: misses are not cached)
+    persona:v1:a:<merged-away id>     surviving profile id
+
+The database is the truth; the cache only saves reads. Writes go to the database first (the
+``revision`` check there is what prevents lost updates) and reach the cache after the
+transaction commits. Reads of keys this thread changed inside a still-open transaction
+(``ATOMIC_REQUESTS``, tests) bypass the cache, so a request sees its own writes and
+uncommitted data never reaches the cache. A stale cached profile cannot cause a lost update:
+a save based on it fails the revision check, the entry is dropped, and the retry re-reads
+the database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import nullcontext
+from datetime import datetime
+from datetime import timezone as dt_timezone
+from typing import Any
+
+from cachetools import TTLCache
+from django.core.cache import BaseCache, caches
+from django.db import IntegrityError, OperationalError, connections, router, transaction
+from django.db.models import F, Q, QuerySet
+from django.db.models.constants import OnConflict
+from django.db.models.sql import InsertQuery
+from django.utils import timezone
+
+from persona_sdk.consent import ConsentState, LedgerEntry
+from persona_sdk.errors import ConcurrentUpdateError
+from persona_sdk.identity import Identity
+from persona_sdk.outbox import OutboxItem
+from persona_sdk.profile import Profile
+
+from .models import AliasRecord, ConsentEntry, IdentityRecord, OutboxMessage, ProfileRecord
+
+__all__ = [
+    "CACHE_PREFIX",
+    "DatabaseConsentLedger",
+    "DatabaseOutbox",
+    "DatabaseProfileStore",
+    "from_datetime",
+    "to_datetime",
+]
+
+log = logging.getLogger("persona_django")
+
+#: Bump the version when the cached value format changes: old entries are then ignored.
+CACHE_PREFIX = "persona:v1:"
+#: Longest ``last_error`` kept for an outbox message (vendors sometimes answer with a page).
+MAX_ERROR_LENGTH = 10_000
+
+
+def to_datetime(ts: float) -> datetime:
+    """POSIX seconds → an aware UTC datetime."""
+    return datetime.fromtimestamp(ts, tz=dt_timezone.utc)
+
+
+def from_datetime(value: datetime) -> float:
+    """An aware datetime → POSIX seconds."""
+    if timezone.is_naive(value):
+        value = timezone.make_aware(value, dt_timezone.utc)
+    return value.timestamp()
+
+
+def profile_key(profile_id: str) -> str:
+    return f"{CACHE_PREFIX}p:{profile_id}"
+
+
+def alias_key(old_id: str) -> str:
+    return f"{CACHE_PREFIX}a:{old_id}"
+
+
+def identity_key(key: str) -> str:
+    # Identity keys can be ~270 characters of arbitrary text: hash them to a short, safe key.
+    return f"{CACHE_PREFIX}i:{hashlib.blake2b(key.encode('utf-8'), digest_size=16).hexdigest()}"
+
+
+class DatabaseProfileStore:
+    """``ProfileStore`` on the Django database, with hot entries in ``caches[cache_alias]``.
+
+    A warm ``lookup`` + ``load`` is one or two cache reads and no SQL. ``save`` is one
+    ``UPDATE … WHERE id = %s AND revision = %s`` (or an ``INSERT`` for a new profile) plus
+    the identity index check, in one transaction.
+    """
+
+    def __init__(
+        self, cache_alias: str = "default", *, timeout: int = 3600, local_ttl: float = 30.0
+    ) -> None:
+        self.cache_alias = cache_alias
+        self.timeout = timeout
+        # identity → profile id, in this process, for ``local_ttl`` seconds: saves a shared
+        # cache round trip per request. A stale id (the profile was erased elsewhere) is
+        # noticed when it loads nothing: the entry is dropped and the caller looks up again;
+        # an id merged away elsewhere still loads, through its alias.
+        self._ids: TTLCache[str, str] = TTLCache(maxsize=100_000, ttl=local_ttl)
+        self._ids_lock = threading.Lock()
+        # what this process last indexed per profile: a save whose identities and aliases
+        # did not change (a page view, an event) skips the index queries
+        self._indexed: TTLCache[str, tuple[frozenset[str], frozenset[str]]] = TTLCache(
+            maxsize=100_000, ttl=600
+        )
+        self._local = threading.local()
+        self._publishing = [threading.Lock() for _ in range(32)]
+
+    # -- plumbing --------------------------------------------------------------------------
+    @property
+    def cache(self) -> BaseCache:
+        # Resolved per call: Django's cache handler is per thread and is rebuilt when
+        # CACHES changes (tests); nothing is touched at import time.
+        return caches[self.cache_alias]
+
+    @staticmethod
+    def _db() -> str:
+        # Reads go to the write database too: a replica's lag would only cause conflicts.
+        return router.db_for_write(ProfileRecord)
+
+    def _dirty(self, using: str) -> set[str]:
+        """Cache keys this thread changed in the still-open transaction (bypass the cache
+        for them). Emptied whenever no transaction is open."""
+        dirty: set[str] | None = getattr(self._local, "dirty", None)
+        if dirty is None:
+            dirty = self._local.dirty = set()
+        if dirty and not transaction.get_connection(using).in_atomic_block:
+            dirty.clear()
+        return dirty
+
+    def _cache_call(self, what: str, fn: Callable[[], Any], default: Any = None) -> Any:
+        """The cache is an accelerator: when it fails, log and carry on with the database."""
+        try:
+            return fn()
+        except Exception as exc:
+            log.warning(
+                "persona: cache %r: %s failed (%s); using the database", self.cache_alias, what, exc
+            )
+            return default
+
+    def _get_many(self, keys: list[str]) -> dict[str, Any]:
+        if not keys:
+            return {}
+        got: dict[str, Any] = self._cache_call("get", lambda: self.cache.get_many(keys), {})
+        return got
+
+    def _fill(self, key: str, value: Any, dirty: set[str]) -> None:
+        """Read-through fill: ``add`` (never overwrite), so a slow reader cannot replace a
+        newer value a writer just published."""
+        if key not in dirty:
+            self._cache_call("add", lambda: self.cache.add(key, value, self.timeout))
+
+    def _publish(
+        self,
+        using: str,
+        *,
+        profiles: Mapping[str, dict[str, Any]] | None = None,
+        sets: Mapping[str, Any] | None = None,
+        deletes: Iterable[str] = (),
+    ) -> None:
+        """Schedule cache writes for after the transaction commits (call inside it)."""
+        profiles = dict(profiles or {})
+        sets = dict(sets or {})
+        deletes = [k for k in deletes if k not in sets and k not in profiles]
+        keys = set(profiles) | set(sets) | set(deletes)
+        if not keys:
+            return
+        self._dirty(using).update(keys)
+
+        def publish() -> None:
+            cache = self.cache
+            for key, entry in profiles.items():
+                self._cache_call(
+                    "set", lambda key=key, entry=entry: self._put_profile(cache, key, entry)
+                )
+            if sets:
+                self._cache_call("set_many", lambda: cache.set_many(sets, self.timeout))
+            if deletes:
+                self._cache_call("delete_many", lambda: cache.delete_many(deletes))
+            self._dirty(using).difference_update(keys)
+
+        transaction.on_commit(publish, using=using)
+
+    def _put_profile(self, cache: BaseCache, key: str, entry: dict[str, Any]) -> None:
+        # Two writers can publish out of order: never replace a newer revision. The lock
+        # makes the check-and-set atomic within this process; across processes the window
+        # is a cache round trip, and a stale entry is healed by the next write's conflict.
+        with self._publishing[hash(key) % len(self._publishing)]:
+            current = cache.get(key)
+            if isinstance(current, dict) and current.get("r", 0) > entry["r"]:
+                return
+            cache.set(key, entry, self.timeout)
+
+    def forget(self, profile_id: str) -> None:
+        """Drop a profile's cached document (the next load reads the database)."""
+        self._cache_call("delete", lambda: self.cache.delete(profile_key(profile_id)))
+
+    @staticmethod
+    def _profile(entry: Mapping[str, Any]) -> Profile:
+        profile = Profile.from_dict(entry["d"])
+        profile.revision = int(entry["r"])
+        return profile
+
+    def _load_db(self, profile_id: str, using: str, dirty: set[str]) -> Profile | None:
+        row = (
+            ProfileRecord.objects.using(using)
+            .filter(id=profile_id)
+            .values_list("data", "revision")
+            .first()
+        )
+        if row is None:
+            return None
+        entry = {"r": int(row[1]), "d": row[0]}
+        self._fill(profile_key(profile_id), entry, dirty)
+        return self._profile(entry)
+
+    def _alias_db(self, profile_id: str, using: str, dirty: set[str]) -> str | None:
+        target = (
+            AliasRecord.objects.using(using)
+            .filter(old_id=profile_id)
+            .values_list("profile_id", flat=True)
+            .first()
+        )
+        if target is not None:
+            self._fill(alias_key(profile_id), target, dirty)
+        return target
+
+    # -- ProfileStore ----------------------------------------------------------------------
+    def load(self, profile_id: str) -> Profile | None:
+        using = self._db()
+        dirty = self._dirty(using)
+        pkey, akey = profile_key(profile_id), alias_key(profile_id)
+        got = self._get_many([k for k in (pkey, akey) if k not in dirty])
+        entry = got.get(pkey)
+        if entry is not None:
+            return self._profile(entry)
+        target = got.get(akey)
+        if target is not None:
+            tkey = profile_key(target)
+            if tkey not in dirty:
+                entry = self._get_many([tkey]).get(tkey)
+                if entry is not None:
+                    return self._profile(entry)
+            profile = self._load_db(target, using, dirty)
+            if profile is not None:
+                return profile
+        profile = self._load_db(profile_id, using, dirty)
+        if profile is not None:
+            return profile
+        target = self._alias_db(profile_id, using, dirty)
+        found = None if target is None else self._load_db(target, using, dirty)
+        if found is None:
+            self._forget_local(profile_id)
+        return found
+
+    def _forget_local(self, profile_id: str) -> None:
+        """Drop this process's identity → ``profile_id`` entries (the profile is gone)."""
+        with self._ids_lock:
+            for key in [k for k, v in self._ids.items() if v == profile_id]:
+                self._ids.pop(key, None)
+
+    def resolve_id(self, profile_id: str) -> str | None:
+        using = self._db()
+        dirty = self._dirty(using)
+        pkey, akey = profile_key(profile_id), alias_key(profile_id)
+        got = self._get_many([k for k in (pkey, akey) if k not in dirty])
+        if pkey in got:
+            return profile_id
+        if akey in got:
+            return str(got[akey])
+        return self._resolve_db(profile_id, using, dirty)
+
+    def _resolve_db(self, profile_id: str, using: str, dirty: set[str]) -> str | None:
+        if ProfileRecord.objects.using(using).filter(id=profile_id).exists():
+            return profile_id
+        return self._alias_db(profile_id, using, dirty)
+
+    def lookup(self, identity: Identity) -> str | None:
+        # Only hits are cached. A miss is a visitor about to get a profile: a cached "no"
+        # could outlive that profile's creation by another process and split the visitor
+        # into two profiles, and saving it would cost a cache write per new visitor.
+        using = self._db()
+        dirty = self._dirty(using)
+        ikey = identity_key(identity.key)
+        if ikey not in dirty:
+            with self._ids_lock:
+                local = self._ids.get(identity.key)
+            if local is not None:
+                return local
+            hit = self._get_many([ikey]).get(ikey)
+            if hit is not None:
+                with self._ids_lock:
+                    self._ids[identity.key] = str(hit)
+                return str(hit)
+        pid = (
+            IdentityRecord.objects.using(using)
+            .filter(key=identity.key)
+            .values_list("profile_id", flat=True)
+            .first()
+        )
+        if pid is not None:
+            self._fill(ikey, pid, dirty)
+        return pid
+
+    def save(self, profile: Profile) -> Profile:
+        using = self._db()
+        doc = profile.to_dict()
+        now = timezone.now()
+        based_on = profile.revision
+        try:
+            with transaction.atomic(using=using):
+                records = ProfileRecord.objects.using(using)
+                if based_on == 0:
+                    records.create(
+                        id=profile.id, data=doc, revision=1, created_at=now, updated_at=now
+                    )
+                    revision = 1
+                else:
+                    updated = records.filter(id=profile.id, revision=based_on).update(
+                        data=doc, revision=F("revision") + 1, updated_at=now
+                    )
+                    if updated != 1:
+                        raise _Stale
+                    revision = based_on + 1
+                signature = (
+                    frozenset(i.key for i in profile.identities),
+                    frozenset(profile.aliases),
+                )
+                with self._ids_lock:
+                    unchanged = self._indexed.get(profile.id) == signature
+                sets, deletes = ({}, []) if unchanged else self._index(using, profile)
+                self._publish(
+                    using,
+                    profiles={profile_key(profile.id): {"r": revision, "d": doc}},
+                    sets=sets,
+                    deletes=deletes,
+                )
+        except (IntegrityError, OperationalError) as exc:
+            # IntegrityError: a profile with this id already exists (someone else created it
+            # first). OperationalError: only PostgreSQL's deadlock / serialization failures,
+            # which a retry resolves; anything else is a real error.
+            if isinstance(exc, OperationalError) and not _retryable(exc):
+                raise
+            self.forget(profile.id)
+            message = self._conflict_message(profile.id, based_on, using)
+            raise ConcurrentUpdateError(message) from exc
+        except _Stale:
+            # Whatever is cached for this profile is not what the database holds: drop it,
+            # so update_profile's retry reads the database.
+            self.forget(profile.id)
+            message = self._conflict_message(profile.id, based_on, using)
+            raise ConcurrentUpdateError(message) from None
+        if not transaction.get_connection(using).in_atomic_block:
+            # committed for sure (an outer transaction could still roll the index back)
+            with self._ids_lock:
+                self._indexed[profile.id] = signature
+        profile.revision = revision
+        return profile
+
+    def _conflict_message(self, profile_id: str, based_on: int, using: str) -> str:
+        current = (
+            ProfileRecord.objects.using(using)
+            .filter(id=profile_id)
+            .values_list("revision", flat=True)
+            .first()
+        )
+        if current is None:
+            return (
+                f"profile {profile_id} does not exist (deleted or merged away); "
+                f"the update was based on revision {based_on}"
+            )
+        if based_on == 0:
+            return f"profile {profile_id} was created concurrently (it is at revision {current})"
+        return f"profile {profile_id} is at revision {current}, the update was based on {based_on}"
+
+    def _index(self, using: str, profile: Profile) -> tuple[dict[str, str], list[str]]:
+        """Point the profile's identities and aliases at it (inside the save's transaction).
+        Returns the cache keys to set and to delete after commit."""
+        pid = profile.id
+        sets: dict[str, str] = {}
+        deletes: list[str] = []
+        identities = IdentityRecord.objects.using(using)
+        # Aliases first: deleting a merged-away profile's row waits for a save of it that is
+        # in flight, before any identity row is locked (so the two cannot deadlock); that
+        # save then finds its row gone, and its retry loads the surviving profile.
+        olds = sorted(a for a in profile.aliases if a != pid)
+        if olds:
+            aliases = AliasRecord.objects.using(using)
+            known = set(
+                aliases.filter(old_id__in=olds, profile_id=pid).values_list("old_id", flat=True)
+            )
+            new = [a for a in olds if a not in known]
+            if new:
+                ProfileRecord.objects.using(using).filter(id__in=new).delete()
+                aliases.bulk_create(
+                    [AliasRecord(old_id=a, profile_id=pid) for a in new],
+                    update_conflicts=True,
+                    unique_fields=["old_id"],
+                    update_fields=["profile_id"],
+                )
+                # ids merged into a merged-away profile earlier now lead here too
+                for old in aliases.filter(profile_id__in=new).values_list("old_id", flat=True):
+                    sets[alias_key(old)] = pid
+                aliases.filter(profile_id__in=new).update(profile_id=pid)
+                # identities still pointing at a merged-away profile move here
+                moved = list(identities.filter(profile_id__in=new).values_list("key", flat=True))
+                if moved:
+                    identities.filter(key__in=moved).update(profile_id=pid)
+                    sets.update({identity_key(k): pid for k in moved})
+                sets.update({alias_key(a): pid for a in new})
+                deletes.extend(profile_key(a) for a in new)
+        keys = sorted({i.key for i in profile.identities})
+        if keys:
+            current = dict(identities.filter(key__in=keys).values_list("key", "profile_id"))
+            changed = [k for k in keys if current.get(k) != pid]
+            if changed:
+                with self._ids_lock:
+                    for k in changed:
+                        self._ids.pop(k, None)
+                identities.bulk_create(
+                    [IdentityRecord(key=k, profile_id=pid) for k in changed],
+                    update_conflicts=True,
+                    unique_fields=["key"],
+                    update_fields=["profile_id"],
+                )
+                sets.update({identity_key(k): pid for k in changed})
+        return sets, deletes
+
+    def delete(self, profile_id: str) -> bool:
+        using = self._db()
+        with transaction.atomic(using=using):
+            real = self._resolve_db(profile_id, using, self._dirty(using))
+            if real is None:
+                return False
+            identities = IdentityRecord.objects.using(using).filter(profile_id=real)
+            aliases = AliasRecord.objects.using(using).filter(
+                Q(profile_id=real) | Q(old_id=profile_id)
+            )
+            keys = list(identities.values_list("key", flat=True))
+            olds = list(aliases.values_list("old_id", flat=True))
+            deleted, _ = ProfileRecord.objects.using(using).filter(id=real).delete()
+            identities.delete()
+            aliases.delete()
+            self._forget_local(real)
+            with self._ids_lock:
+                self._indexed.pop(real, None)
+            self._publish(
+                using,
+                deletes=[profile_key(real)]
+                + [identity_key(k) for k in keys]
+                + [alias_key(o) for o in olds]
+                + [profile_key(o) for o in olds],
+            )
+        return deleted > 0
+
+
+class DatabaseConsentLedger:
+    """``ConsentLedger`` on the ``ConsentEntry`` table. Nothing here edits an entry."""
+
+    @staticmethod
+    def _row(entry: LedgerEntry) -> ConsentEntry:
+        return ConsentEntry(
+            profile_id=entry.profile_id,
+            purpose=entry.purpose,
+            state=ConsentState.parse(entry.state).value,
+            at=to_datetime(entry.at),
+            source=entry.source,
+            policy_version=entry.policy_version,
+        )
+
+    def append(self, entry: LedgerEntry) -> None:
+        self._row(entry).save(force_insert=True)
+
+    def extend(self, entries: Iterable[LedgerEntry]) -> None:
+        ConsentEntry.objects.bulk_create([self._row(e) for e in entries])
+
+    def entries(self, profile_id: str) -> list[LedgerEntry]:
+        return [
+            LedgerEntry(
+                profile_id=row.profile_id,
+                purpose=row.purpose,
+                state=ConsentState(row.state),
+                at=from_datetime(row.at),
+                source=row.source,
+                policy_version=row.policy_version,
+            )
+            for row in ConsentEntry.objects.filter(profile_id=profile_id).order_by("at", "id")
+        ]
+
+    def reassign(self, old_profile_id: str, new_profile_id: str) -> None:
+        if old_profile_id != new_profile_id:
+            ConsentEntry.objects.filter(profile_id=old_profile_id).update(profile_id=new_profile_id)
+
+    def erase(self, profile_id: str) -> int:
+        deleted, _ = ConsentEntry.objects.filter(profile_id=profile_id).delete()
+        return deleted
+
+
+class DatabaseOutbox:
+    """``Outbox`` on the ``OutboxMessage`` table.
+
+    ``enqueue`` is one ``INSERT … ON CONFLICT DO NOTHING`` (``INSERT OR IGNORE`` on SQLite),
+    so enqueueing an item twice stores it once. ``claim`` takes due, unleased pending items
+    and leases them (``locked_until``): on PostgreSQL (and other databases with ``SKIP
+    LOCKED``) with ``SELECT … FOR UPDATE SKIP LOCKED``, so several workers never wait for
+    or share an item; on SQLite with a select and a conditional update in one transaction
+    (SQLite allows one writer at a time, so nobody can claim in between). Delivered items
+    stay as ``done`` (so a replayed event is not sent twice) until :meth:`prune`.
+    """
+
+    _FIELDS = (
+        "id",
+        "sink",
+        "message_id",
+        "profile_id",
+        "payload",
+        "purposes",
+        "created_at",
+        "attempts",
+        "next_attempt_at",
+        "status",
+        "last_error",
+        "locked_until",
+    )
+
+    @staticmethod
+    def _db() -> str:
+        return router.db_for_write(OutboxMessage)
+
+    @staticmethod
+    def _row(item: OutboxItem) -> OutboxMessage:
+        return OutboxMessage(
+            id=item.id,
+            sink=item.sink,
+            message_id=item.message_id,
+            profile_id=item.profile_id,
+            payload=dict(item.payload),
+            purposes=list(item.purposes),
+            created_at=to_datetime(item.created_at),
+            attempts=item.attempts,
+            next_attempt_at=to_datetime(item.next_attempt_at),
+            status=item.status,
+            last_error=item.last_error[:MAX_ERROR_LENGTH],
+            locked_until=None,
+        )
+
+    @staticmethod
+    def _item(row: OutboxMessage) -> OutboxItem:
+        return OutboxItem(
+            id=row.id,
+            sink=row.sink,
+            message_id=row.message_id,
+            profile_id=row.profile_id,
+            payload=row.payload,
+            purposes=tuple(row.purposes or ()),
+            created_at=from_datetime(row.created_at),
+            attempts=row.attempts,
+            next_attempt_at=from_datetime(row.next_attempt_at),
+            status=row.status,
+            last_error=row.last_error,
+        )
+
+    def enqueue(self, items: Sequence[OutboxItem]) -> int:
+        if not items:
+            return 0
+        unique: dict[str, OutboxMessage] = {}
+        for item in items:
+            unique.setdefault(item.id, self._row(item))
+        objs = list(unique.values())
+        using = self._db()
+        connection = connections[using]
+        fields = [OutboxMessage._meta.get_field(name) for name in self._FIELDS]
+        size = connection.ops.bulk_batch_size(fields, objs) or len(objs)
+        batches = [objs[i : i + size] for i in range(0, len(objs), size)]
+        added = 0
+        # Django's bulk_create(ignore_conflicts=True) cannot say how many rows were new;
+        # its insert query can, through the cursor's rowcount.
+        with transaction.atomic(using=using) if len(batches) > 1 else nullcontext():
+            for batch in batches:
+                query = InsertQuery(OutboxMessage, on_conflict=OnConflict.IGNORE)
+                query.insert_values(fields, batch)
+                compiler = query.get_compiler(using=using)
+                with connection.cursor() as cursor:
+                    for sql, params in compiler.as_sql():
+                        cursor.execute(sql, params)
+                        added += max(cursor.rowcount, 0)
+        return added
+
+    def claim(self, *, limit: int, now: float, lease: float) -> list[OutboxItem]:
+        if limit <= 0:
+            return []
+        using = self._db()
+        connection = connections[using]
+        now_dt, until = to_datetime(now), to_datetime(now + lease)
+        unleased = Q(locked_until__isnull=True) | Q(locked_until__lte=now_dt)
+        messages = OutboxMessage.objects.using(using)
+        due = (
+            messages.filter(status=OutboxMessage.PENDING, next_attempt_at__lte=now_dt)
+            .filter(unleased)
+            .order_by("next_attempt_at", "created_at")
+        )
+        if connection.features.has_select_for_update_skip_locked:
+            # PostgreSQL (MySQL 8, Oracle): lock the rows we take, skip rows another
+            # worker is taking right now, lease them, commit.
+            with transaction.atomic(using=using):
+                rows = list(due.select_for_update(skip_locked=True)[:limit])
+                if rows:
+                    messages.filter(id__in=[r.id for r in rows]).update(locked_until=until)
+        elif connection.vendor == "sqlite" and connection.features.can_return_columns_from_insert:
+            # SQLite 3.35+: one UPDATE … WHERE id IN (due items) RETURNING id. A single write
+            # statement takes the database's write lock up front (a select followed by an
+            # update would deadlock two workers into "database is locked").
+            rows = self._claim_sqlite(due[:limit], until, using)
+        else:
+            with transaction.atomic(using=using):
+                rows = list(due[:limit])
+                ids = [r.id for r in rows]
+                if ids:
+                    taken = (
+                        messages.filter(id__in=ids, status=OutboxMessage.PENDING)
+                        .filter(unleased)
+                        .update(locked_until=until)
+                    )
+                    if taken != len(ids):  # someone claimed some in between: keep ours
+                        mine = set(
+                            messages.filter(id__in=ids, locked_until=until).values_list(
+                                "id", flat=True
+                            )
+                        )
+                        rows = [r for r in rows if r.id in mine]
+        return [self._item(r) for r in rows]
+
+    @staticmethod
+    def _claim_sqlite(
+        due: QuerySet[OutboxMessage], until: datetime, using: str
+    ) -> list[OutboxMessage]:
+        connection = connections[using]
+        quote = connection.ops.quote_name
+        sub_sql, sub_params = due.values("id").query.get_compiler(using=using).as_sql()
+        meta = OutboxMessage._meta
+        pk, lock = quote(meta.pk.column), quote(meta.get_field("locked_until").column)
+        sql = (
+            f"UPDATE {quote(meta.db_table)} SET {lock} = %s "
+            f"WHERE {pk} IN ({sub_sql}) RETURNING {pk}"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [connection.ops.adapt_datetimefield_value(until), *sub_params])
+            ids = [row[0] for row in cursor.fetchall()]
+        if not ids:
+            return []
+        rows = OutboxMessage.objects.using(using).filter(id__in=ids)
+        return sorted(rows, key=lambda r: (r.next_attempt_at, r.created_at))
+
+    def complete(self, ids: Iterable[str]) -> None:
+        ids = list(ids)
+        if ids:
+            OutboxMessage.objects.filter(id__in=ids).update(
+                status=OutboxMessage.DONE, attempts=F("attempts") + 1, locked_until=None
+            )
+
+    def retry(self, item_id: str, *, at: float, error: str) -> None:
+        OutboxMessage.objects.filter(id=item_id).update(
+            attempts=F("attempts") + 1,
+            next_attempt_at=to_datetime(at),
+            last_error=error[:MAX_ERROR_LENGTH],
+            locked_until=None,
+        )
+
+    def dead(self, item_id: str, *, error: str) -> None:
+        OutboxMessage.objects.filter(id=item_id).update(
+            status=OutboxMessage.DEAD,
+            attempts=F("attempts") + 1,
+            last_error=error[:MAX_ERROR_LENGTH],
+            locked_until=None,
+        )
+
+    def dead_letters(self, *, limit: int = 100) -> list[OutboxItem]:
+        rows = OutboxMessage.objects.filter(status=OutboxMessage.DEAD).order_by("created_at", "id")
+        return [self._item(r) for r in rows[:limit]]
+
+    def replay(self, ids: Iterable[str], *, now: float) -> int:
+        ids = list(ids)
+        if not ids:
+            return 0
+        moved: int = OutboxMessage.objects.filter(id__in=ids, status=OutboxMessage.DEAD).update(
+            status=OutboxMessage.PENDING,
+            attempts=0,
+            next_attempt_at=to_datetime(now),
+            locked_until=None,
+        )
+        return moved
+
+    def purge_profile(self, profile_id: str) -> int:
+        # Delivered (done) items go too: their payload is the person's data as well.
+        deleted, _ = OutboxMessage.objects.filter(profile_id=profile_id).delete()
+        return deleted
+
+    def reassign(self, old_profile_id: str, new_profile_id: str) -> None:
+        if old_profile_id != new_profile_id:
+            OutboxMessage.objects.filter(profile_id=old_profile_id).update(
+                profile_id=new_profile_id
+            )
+
+    def pending_count(self) -> int:
+        count: int = OutboxMessage.objects.filter(status=OutboxMessage.PENDING).count()
+        return count
+
+    def prune(self, *, done_before: float) -> int:
+        """Delete delivered items created before ``done_before`` (POSIX seconds). After
+        that, an event replayed with the same message id would be delivered again."""
+        deleted, _ = OutboxMessage.objects.filter(
+            status=OutboxMessage.DONE, created_at__lt=to_datetime(done_before)
+        ).delete()
+        return deleted
+
+
+def _retryable(exc: BaseException) -> bool:
+    """A deadlock (40P01) or serialization failure (40001): the transaction lost a race."""
+    cause = exc.__cause__
+    code = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
+    return code in ("40001", "40P01")
+
+
+class _Stale(Exception):
+    """The revision check failed (raised inside the save's transaction to roll it back)."""

@@ -1,0 +1,173 @@
+"""Where profiles live: the store interface and the in-memory store.
+
+A store maps profile ids to profiles and identities (and merged-away ids, the aliases) to
+profile ids. Writes use optimistic concurrency: :meth:`ProfileStore.save` succeeds only if
+the profile's ``revision`` is still the stored one, otherwise it raises
+:class:`~persona_sdk.errors.ConcurrentUpdateError` and :func:`update_profile` re-reads and
+re-applies the change, so two concurrent updates never silently lose one another.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
+
+from cachetools import LRUCache
+
+from .errors import ConcurrentUpdateError
+from .identity import Identity
+from .profile import Profile
+
+__all__ = ["InMemoryProfileStore", "ProfileStore", "update_profile"]
+
+T = TypeVar("T")
+
+
+class ProfileStore(Protocol):
+    def load(self, profile_id: str) -> Profile | None:
+        """A private copy of the profile (following aliases), or None."""
+        ...
+
+    def save(self, profile: Profile) -> Profile:
+        """Write if ``profile.revision`` is the stored revision (0 = new); return the
+        profile with its new revision; index its identities and aliases. Raises
+        ``ConcurrentUpdateError`` otherwise."""
+        ...
+
+    def delete(self, profile_id: str) -> bool:
+        """Remove the profile, its identity index entries and aliases."""
+        ...
+
+    def lookup(self, identity: Identity) -> str | None:
+        """The id of the profile known by ``identity``."""
+        ...
+
+    def resolve_id(self, profile_id: str) -> str | None:
+        """``profile_id`` itself, or the profile it was merged into, or None."""
+        ...
+
+
+def update_profile(
+    store: ProfileStore,
+    profile_id: str,
+    change: Callable[[Profile], T],
+    *,
+    create: Callable[[], Profile] | None = None,
+    attempts: int = 10,
+) -> tuple[Profile, T]:
+    """Load, change, save, retrying on a concurrent update. Returns (saved profile, result).
+
+    ``change`` may run more than once; it must only mutate the profile it is given.
+    """
+    last: ConcurrentUpdateError | None = None
+    for _ in range(attempts):
+        profile = store.load(profile_id)
+        if profile is None:
+            if create is None:
+                raise LookupError(f"no profile {profile_id!r}")
+            profile = create()
+        result = change(profile)
+        try:
+            return store.save(profile), result
+        except ConcurrentUpdateError as exc:
+            last = exc
+    raise ConcurrentUpdateError(
+        f"profile {profile_id!r} kept changing; gave up after {attempts} attempts"
+    ) from last
+
+
+class _Profiles(LRUCache[str, Profile]):
+    def __init__(self, maxsize: int, on_evict: Callable[[Profile], None]) -> None:
+        super().__init__(maxsize)
+        self._on_evict = on_evict
+
+    def popitem(self) -> tuple[str, Profile]:
+        key, profile = super().popitem()
+        self._on_evict(profile)
+        return key, profile
+
+
+class InMemoryProfileStore:
+    """Profiles in process memory, bounded: beyond ``maxsize`` the least recently used
+    profile is dropped (with its index entries). For tests, the CLI and demos; a site uses
+    the Django store, which persists to its database."""
+
+    def __init__(self, maxsize: int = 100_000) -> None:
+        self._lock = threading.RLock()
+        self._profiles: _Profiles = _Profiles(maxsize, self._unindex)
+        self._identities: dict[str, str] = {}
+        self._aliases: dict[str, str] = {}
+
+    def _unindex(self, profile: Profile) -> None:
+        for identity in profile.identities:
+            if self._identities.get(identity.key) == profile.id:
+                del self._identities[identity.key]
+        for alias in profile.aliases:
+            if self._aliases.get(alias) == profile.id:
+                del self._aliases[alias]
+
+    def resolve_id(self, profile_id: str) -> str | None:
+        with self._lock:
+            if profile_id in self._profiles:
+                return profile_id
+            return self._aliases.get(profile_id)
+
+    def load(self, profile_id: str) -> Profile | None:
+        with self._lock:
+            real = self.resolve_id(profile_id)
+            if real is None:
+                return None
+            stored = self._profiles.get(real)
+            return None if stored is None else stored.copy()
+
+    def save(self, profile: Profile) -> Profile:
+        with self._lock:
+            current = self._profiles.get(profile.id)
+            current_revision = 0 if current is None else current.revision
+            if profile.revision != current_revision:
+                raise ConcurrentUpdateError(
+                    f"profile {profile.id} is at revision {current_revision}, "
+                    f"the update was based on {profile.revision}"
+                )
+            saved = profile.copy()
+            saved.revision = current_revision + 1
+            if current is not None and (
+                current.identities != saved.identities or current.aliases != saved.aliases
+            ):
+                self._unindex(current)
+            self._profiles[profile.id] = saved
+            for identity in saved.identities:
+                self._identities[identity.key] = saved.id
+            for alias in saved.aliases:
+                self._aliases[alias] = saved.id
+                self._profiles.pop(alias, None)
+            profile.revision = saved.revision
+            return profile
+
+    def delete(self, profile_id: str) -> bool:
+        with self._lock:
+            real = self.resolve_id(profile_id)
+            if real is None:
+                return False
+            profile = self._profiles.pop(real, None)
+            if profile is None:
+                return False
+            self._unindex(profile)
+            return True
+
+    def lookup(self, identity: Identity) -> str | None:
+        with self._lock:
+            return self._identities.get(identity.key)
+
+    def __len__(self) -> int:
+        return len(self._profiles)
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "profiles": len(self._profiles),
+                "identities": len(self._identities),
+                "aliases": len(self._aliases),
+                "maxsize": self._profiles.maxsize,
+            }
