@@ -122,7 +122,6 @@ def may(
     profile: Profile | None,
     purpose: str,
     policy: ConsentPolicy,
-    *,
     gpc: bool = False,
 ) -> bool:
     """May ``purpose`` be used for ``profile`` now? The one gate; everything calls it.

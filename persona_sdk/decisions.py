@@ -137,6 +137,11 @@ class Slot:
     default_content: Any = None
     #: variants in decision order: priority descending, then declaration order.
     ordered: tuple[Variant, ...] = attrs.field(init=False, eq=False, repr=False)
+    #: ``first_match(subject)``: the first variant of :attr:`ordered` whose targeting
+    #: matches, or None (built once; the ``priority`` strategy is this call).
+    first_match: Callable[[Subject], Variant | None] = attrs.field(
+        init=False, eq=False, repr=False
+    )
 
     def __attrs_post_init__(self) -> None:
         where = f"slots.{self.name}"
@@ -150,6 +155,7 @@ class Slot:
                 raise RuleError(f"{where}.variants[{i}]", f'variant key "{key}" is the default key')
         indexed = sorted(enumerate(self.variants), key=lambda iv: (-iv[1].priority, iv[0]))
         object.__setattr__(self, "ordered", tuple(v for _, v in indexed))
+        object.__setattr__(self, "first_match", _first_match(self.ordered))
 
     @property
     def experiment_key(self) -> str:
@@ -221,6 +227,38 @@ class Slot:
             experiment=experiment,
             default_content=data.get("default_content"),
         )
+
+
+def _first_match(variants: tuple[Variant, ...]) -> Callable[[Subject], Variant | None]:
+    """``variants`` tried in order as one closure, unrolled for up to four variants."""
+    n = len(variants)
+    if n == 0:
+        return lambda s: None
+    if n == 1:
+        (v0,) = variants
+        t0 = v0.test
+        return lambda s: v0 if t0(s) else None
+    if n == 2:
+        v0, v1 = variants
+        t0, t1 = v0.test, v1.test
+        return lambda s: v0 if t0(s) else v1 if t1(s) else None
+    if n == 3:
+        v0, v1, v2 = variants
+        t0, t1, t2 = v0.test, v1.test, v2.test
+        return lambda s: v0 if t0(s) else v1 if t1(s) else v2 if t2(s) else None
+    if n == 4:
+        v0, v1, v2, v3 = variants
+        t0, t1, t2, t3 = v0.test, v1.test, v2.test, v3.test
+        return lambda s: v0 if t0(s) else v1 if t1(s) else v2 if t2(s) else v3 if t3(s) else None
+    tests = tuple((v.test, v) for v in variants)
+
+    def first(s: Subject) -> Variant | None:
+        for test, variant in tests:
+            if test(s):
+                return variant
+        return None
+
+    return first
 
 
 def _variant_from_json(
@@ -315,12 +353,14 @@ class Decision:
     details: Mapping[str, Any] = attrs.field(default=_NO_DETAILS)
     #: ``(experiment key, variant key)`` to record on the profile with the exposure.
     assignment: tuple[str, str] | None = None
-    explainer: Callable[[], str] = attrs.field(default=_no_explanation, eq=False, repr=False)
+    #: computes :attr:`explanation` when asked, called as ``explainer(*explain_args)``
+    explainer: Callable[..., str] = attrs.field(default=_no_explanation, eq=False, repr=False)
+    explain_args: tuple[Any, ...] = attrs.field(default=(), eq=False, repr=False)
 
     @property
     def explanation(self) -> str:
         """A sentence for humans, e.g. ``matched segment vip: ltv=820 >= 500``."""
-        return self.explainer()
+        return self.explainer(*self.explain_args)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -365,8 +405,8 @@ class DecisionEngine:
     policy: ConsentPolicy
     slots: Mapping[str, Slot] = attrs.Factory(dict)
 
-    def decide(self, slot: Slot, subject: Subject, *, gpc: bool = False) -> Decision:
-        if not may(subject.profile, "personalization", self.policy, gpc=gpc):
+    def decide(self, slot: Slot, subject: Subject, gpc: bool = False) -> Decision:
+        if not may(subject.profile, "personalization", self.policy, gpc):
             return default_decision(
                 slot,
                 Reason.CONSENT,

@@ -67,35 +67,40 @@ class DayCounter:
 
     total: float = 0
     days: dict[int, float] = attrs.Factory(dict)
-    #: window sums already computed, by (n, today); cleared on every change
-    _sums: dict[tuple[int, int], float] = attrs.field(
-        factory=dict, init=False, eq=False, repr=False
+    #: window sums already computed for one day: ``(today, {n: sum})``; dropped on every
+    #: change. One tuple, replaced whole, so concurrent readers never mix two days' sums.
+    window_memo: tuple[int, dict[int, float]] | None = attrs.field(
+        default=None, init=False, eq=False, repr=False
     )
 
     def add(self, day: int, amount: float = 1) -> None:
         self.total += amount
-        self._sums.clear()
+        self.window_memo = None
         days = self.days
         days[day] = days.get(day, 0) + amount
         if len(days) > HORIZON + 1:
             self.prune(max(days))
 
     def prune(self, today: int) -> None:
-        self._sums.clear()
+        self.window_memo = None
         cutoff = today - HORIZON
         for day in [d for d in self.days if d <= cutoff]:
             del self.days[day]
 
     def window(self, n: int, today: int) -> float:
-        key = (n, today)
-        found = self._sums.get(key)
-        if found is None:
-            start = today - n
-            found = self._sums[key] = sum(v for d, v in self.days.items() if start < d <= today)
+        memo = self.window_memo
+        if memo is not None and memo[0] == today:
+            found = memo[1].get(n)
+            if found is not None:
+                return found
+        else:
+            memo = self.window_memo = (today, {})
+        start = today - n
+        found = memo[1][n] = sum(v for d, v in self.days.items() if start < d <= today)
         return found
 
     def merge(self, other: DayCounter) -> None:
-        self._sums.clear()
+        self.window_memo = None
         self.total += other.total
         for day, amount in other.days.items():
             self.days[day] = self.days.get(day, 0) + amount

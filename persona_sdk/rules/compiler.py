@@ -73,7 +73,13 @@ Predicate = Callable[[Any], bool]
 """``predicate(subject) -> bool``."""
 
 FieldResolver = Callable[[tuple[str, ...], str], Getter]
-"""``resolver(path_parts, where) -> getter``, called at compile time; may raise RuleError."""
+"""``resolver(path_parts, where) -> getter``, called at compile time; may raise RuleError.
+
+A getter may also carry a ``fuse`` attribute, ``fuse(op, arg, generic) -> predicate | None``:
+for ``op`` one of ``$gt $gte $lt $lte $in $eq`` (``arg`` already checked), a predicate that
+reads the field in its own body (one call per condition instead of two) and must answer
+exactly as ``generic`` does, the compiler's predicate for the same condition, to which it
+may hand any value it does not special-case. None: use ``generic``."""
 
 MAX_REGEX_LENGTH: Final = 500
 """The longest ``$regex`` pattern accepted, in characters."""
@@ -645,6 +651,15 @@ _COMPARISONS: Final[dict[str, tuple[str, Callable[[Getter, float], Predicate]]]]
 }
 
 
+def _fused(get: Getter, op: str, arg: Any, generic: Predicate) -> Predicate:
+    """The getter's own fused predicate for ``op`` if it offers one (see FieldResolver)."""
+    fuse = getattr(get, "fuse", None)
+    if fuse is None:
+        return generic
+    pred: Predicate | None = fuse(op, arg, generic)
+    return generic if pred is None else pred
+
+
 def _regex_pred(get: Getter, rx: re.Pattern[str]) -> Predicate:
     search = rx.search
 
@@ -998,7 +1013,7 @@ class _Compiler:
                     where,
                     f"cannot mix operators ({', '.join(ops)}) with plain keys in one condition",
                 )
-        return _VOp(_eq_pred(get, cond), "==", _show(cond))
+        return _VOp(_fused(get, "$eq", cond, _eq_pred(get, cond)), "==", _show(cond))
 
     def operators(self, cond: dict[str, Any], get: Getter, where: str) -> _VNode:
         if "$options" in cond and "$regex" not in cond:
@@ -1015,15 +1030,15 @@ class _Compiler:
             symbol, make = _COMPARISONS[key]
             if not _is_number(arg) or (type(arg) is float and not math.isfinite(arg)):
                 raise RuleError(where, f"{key} expects a number, got {_show(arg)}")
-            return _VOp(make(get, arg), symbol, _show(arg))
+            return _VOp(_fused(get, key, arg, make(get, arg)), symbol, _show(arg))
         if key == "$eq":
-            return _VOp(_eq_pred(get, arg), "==", _show(arg))
+            return _VOp(_fused(get, "$eq", arg, _eq_pred(get, arg)), "==", _show(arg))
         if key == "$ne":
             return _VOp(_negate(_eq_pred(get, arg)), "!=", _show(arg))
         if key in ("$in", "$nin"):
             if type(arg) is not list:
                 raise RuleError(where, f"{key} expects a list, got {_show(arg)}")
-            pred = _in_pred(get, arg)
+            pred = _fused(get, "$in", arg, _in_pred(get, arg))
             if key == "$in":
                 return _VOp(pred, "in", _show(arg))
             return _VOp(_negate(pred), "not in", _show(arg))

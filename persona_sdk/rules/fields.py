@@ -30,14 +30,15 @@ rule is loaded, with the place and the list of what is allowed.
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..clock import DAY
 from ..errors import RuleError
-from ..profile import WINDOWS
-from .compiler import MISSING, Getter
+from ..profile import WINDOWS, DayCounter
+from .compiler import MISSING, Getter, Predicate
 from .subject import Subject
 
 __all__ = ["NAMESPACES", "profile_fields"]
@@ -70,6 +71,127 @@ def _days_since(ts: float | None, now: float) -> Any:
     return MISSING if ts is None else max(0.0, (now - ts) / DAY)
 
 
+# --------------------------------------------------------------------------------------------
+# Fused predicates (see FieldResolver in the compiler): the commonest conditions — a number
+# compared with a trait, a context value or a behaviour window; a string trait or context
+# value tested with $eq or $in — read their field in their own body, which halves the calls
+# per condition. Each handles only the plain scalar case and hands every other value (arrays,
+# missing fields, other types) to ``generic``, the compiler's own predicate, so the answers
+# are the same by construction (a property test compares them on arbitrary values).
+# --------------------------------------------------------------------------------------------
+
+_NUMERIC: dict[str, Callable[[Any, Any], bool]] = {
+    "$gt": operator.gt,
+    "$gte": operator.ge,
+    "$lt": operator.lt,
+    "$lte": operator.le,
+}
+Fuse = Callable[[str, Any, Predicate], "Predicate | None"]
+
+
+def _string_set(op: str, arg: Any) -> frozenset[str] | None:
+    """The strings a scalar string must be among for ``$eq``/``$in``; None: not fusable."""
+    if op == "$eq" and type(arg) is str:
+        return frozenset((arg,))
+    if op == "$in":
+        return frozenset(m for m in arg if type(m) is str)
+    return None
+
+
+def _fuse_trait(name: str) -> Fuse:
+    def fuse(op: str, arg: Any, generic: Predicate) -> Predicate | None:
+        cmp = _NUMERIC.get(op)
+        if cmp is not None:
+
+            def trait_cmp(s: Subject) -> bool:
+                trait = s.profile.traits.get(name)
+                if trait is not None:
+                    v = trait.value
+                    t = type(v)
+                    if t is int or t is float:
+                        return cmp(v, arg)
+                return generic(s)
+
+            return trait_cmp
+        strings = _string_set(op, arg)
+        if strings is None:
+            return None
+
+        def trait_str(s: Subject) -> bool:
+            trait = s.profile.traits.get(name)
+            if trait is not None:
+                v = trait.value
+                if type(v) is str:
+                    return v in strings
+            return generic(s)
+
+        return trait_str
+
+    return fuse
+
+
+def _fuse_context(key: str) -> Fuse:
+    def fuse(op: str, arg: Any, generic: Predicate) -> Predicate | None:
+        cmp = _NUMERIC.get(op)
+        if cmp is not None:
+
+            def context_cmp(s: Subject) -> bool:
+                v = s.context.get(key, MISSING)
+                t = type(v)
+                if t is int or t is float:
+                    return cmp(v, arg)
+                return generic(s)
+
+            return context_cmp
+        strings = _string_set(op, arg)
+        if strings is None:
+            return None
+
+        def context_str(s: Subject) -> bool:
+            v = s.context.get(key, MISSING)
+            if type(v) is str:
+                return v in strings
+            return generic(s)
+
+        return context_str
+
+    return fuse
+
+
+def _window_getter(counter: str, n: int) -> Getter:
+    """``behaviour.<counter>`` summed over the last ``n`` days, read from the counter's
+    memo when this day's sum is already known (no call), else through ``window``."""
+    counter_of = operator.attrgetter(f"profile.behaviour.{counter}")
+
+    def get(s: Subject) -> Any:
+        c: DayCounter = counter_of(s)
+        memo = c.window_memo
+        if memo is not None and memo[0] == s.today:
+            v = memo[1].get(n)
+            if v is not None:
+                return v
+        return c.window(n, s.today)
+
+    def fuse(op: str, arg: Any, generic: Predicate) -> Predicate | None:
+        cmp = _NUMERIC.get(op)
+        if cmp is None:
+            return None
+
+        def window_cmp(s: Subject) -> bool:  # a window sum is always a number
+            c: DayCounter = counter_of(s)
+            memo = c.window_memo
+            if memo is not None and memo[0] == s.today:
+                v = memo[1].get(n)
+                if v is not None:
+                    return cmp(v, arg)
+            return cmp(c.window(n, s.today), arg)
+
+        return window_cmp
+
+    get.fuse = fuse  # type: ignore[attr-defined]
+    return get
+
+
 def _traits(rest: tuple[str, ...], where: str) -> Getter:
     if not rest:
         raise RuleError(where, "traits.<name> needs a trait name")
@@ -81,6 +203,8 @@ def _traits(rest: tuple[str, ...], where: str) -> Getter:
             return MISSING
         return _dig(trait.value, keys) if keys else trait.value
 
+    if not keys:
+        get.fuse = _fuse_trait(name)  # type: ignore[attr-defined]
     return get
 
 
@@ -89,7 +213,12 @@ def _context(rest: tuple[str, ...], where: str) -> Getter:
         raise RuleError(where, "context.<key> needs a key")
     if len(rest) == 1:
         key = rest[0]
-        return lambda s: s.context.get(key, MISSING)
+
+        def get(s: Subject) -> Any:
+            return s.context.get(key, MISSING)
+
+        get.fuse = _fuse_context(key)  # type: ignore[attr-defined]
+        return get
     return lambda s: _dig(s.context, rest)
 
 
@@ -117,8 +246,7 @@ def _behaviour(rest: tuple[str, ...], where: str) -> Getter:
     m = _WINDOWED.match(metric)
     if m and m["base"] in _BEHAVIOUR_WINDOWED:
         n = _window(m["n"], where)
-        attr = _BEHAVIOUR_WINDOWED[m["base"]]
-        return lambda s: getattr(s.profile.behaviour, attr).window(n, s.today)
+        return _window_getter(_BEHAVIOUR_WINDOWED[m["base"]], n)
     raise RuleError(where, f"unknown behaviour metric {metric!r}; known: {', '.join(known)}")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..clock import day_of
+from ..clock import DAY
 from ..profile import Profile
 
 if TYPE_CHECKING:
@@ -31,12 +31,14 @@ class Subject:
         self.profile = profile
         self.context = context
         self.now = now
-        self.today = day_of(now)
+        self.today = int(now // DAY)  # clock.day_of, inlined: this runs per decision
         self.segments = segments
-        self._memo: dict[str, bool] = {}
+        self._memo: dict[str, bool] | None = None  # made on first use: most subjects need none
 
     def in_segment(self, name: str) -> bool:
         memo = self._memo
+        if memo is None:
+            memo = self._memo = {}
         result = memo.get(name)
         if result is None:
             if self.segments is None:
@@ -52,4 +54,4 @@ class Subject:
 
     def forget(self) -> None:
         """Drop memoized segment results (after the profile changed)."""
-        self._memo.clear()
+        self._memo = None

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 
 from persona_sdk.decisions import (
     Decision,
@@ -25,22 +24,28 @@ from persona_sdk.rules.subject import Subject
 __all__ = ["ExperimentStrategy", "PriorityStrategy"]
 
 
+_MATCHED = Reason.MATCHED
+
+
 class PriorityStrategy:
     name = "priority"
 
     def decide(self, slot: Slot, subject: Subject) -> Decision:
-        for variant in slot.ordered:
-            if variant.test(subject):
-                return Decision(
-                    slot.name,
-                    variant.key,
-                    Reason.MATCHED,
-                    self.name,
-                    False,
-                    variant.content,
-                    variant.details,
-                    explainer=partial(variant.explain_match, subject),
-                )
+        variant = slot.first_match(subject)
+        if variant is not None:
+            # positional arguments: keywords cost more than the rest of the call
+            return Decision(
+                slot.name,
+                variant.key,
+                _MATCHED,
+                "priority",
+                False,
+                variant.content,
+                variant.details,
+                None,
+                Variant.explain_match,  # called as explain_match(variant, subject) if asked
+                (variant, subject),
+            )
         return default_decision(
             slot, Reason.DEFAULT, self.name, "no variant matched: default content"
         )
