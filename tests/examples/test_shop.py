@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 
 SHOP = Path(__file__).resolve().parents[2] / "examples" / "shop"
-CHROMIUM = "/usr/bin/chromium"
 
 
 def manage(db: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -95,20 +94,6 @@ def shop_server(shop_db: Path):
     yield url
     server.terminate()
     server.wait(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run"])
-        yield b
-        b.close()
 
 
 def test_two_visitors_see_different_heroes_in_a_real_browser(shop_server: str, browser) -> None:
