@@ -303,9 +303,7 @@ def _rfm(rest: tuple[str, ...], where: str) -> Getter:
     m = _WINDOWED.match(metric)
     if m and m["base"] in ("frequency", "monetary"):
         n = _window(m["n"], where)
-        if m["base"] == "frequency":
-            return lambda s: s.profile.behaviour.purchases.window(n, s.today)
-        return lambda s: s.profile.behaviour.revenue.window(n, s.today)
+        return _window_getter("purchases" if m["base"] == "frequency" else "revenue", n)
     raise RuleError(where, f"unknown rfm metric {metric!r}; known: {known}")
 
 
