@@ -13,17 +13,19 @@ Measures, in one process, on the Django adapter's own stores (``DatabaseOutbox``
 ``DatabaseProfileStore``) and the real ``CdpSink``:
 
 1. **delivery**: events queued in the outbox, then drained by ``persona.deliver(limit=500)``
-   (what ``manage.py persona_deliver --batch 500`` loops over: claim, re-check consent, build
-   and POST ``/v1/batch``, mark done) to the fake Segment of ``tests/cdp/fakes.py``, which
-   runs in its own process (it validates every message and counts the ids; the count is
-   checked after each repeat). Also, to show where the time goes: the sink alone (500
-   prepared items → one request) and the outbox alone (the same loop with a sink that does
-   nothing).
+   (what ``manage.py persona_deliver --batch 500`` loops over: claim and lease 500 in one
+   statement, load their profiles with one ``load_many`` and re-check consent per item,
+   build and POST ``/v1/batch``, mark done) to the fake Segment of ``tests/cdp/fakes.py``,
+   which runs in its own process (it validates every message and counts the ids; the count
+   is checked after each repeat). Also, to show where the time goes: the sink alone (500
+   prepared items → one request), the outbox alone (the same loop with a sink that does
+   nothing) and, of that, the consent re-check as ``Persona.deliver`` does it.
 2. **enqueue cost**: ``persona.track(...)`` for a consenting visitor with the Segment sink
    registered against the same call without it, interleaved; the difference is what
    queueing costs a request. Measured in autocommit (Django's default: the outbox INSERT is
    its own transaction) and inside ``transaction.atomic()`` (``ATOMIC_REQUESTS``: it joins
-   the request's transaction).
+   the request's transaction). Also the added work timed alone: ``persona._enqueue`` and,
+   of it, ``DatabaseOutbox.enqueue`` of one prepared item (the INSERT).
 
 This is a measurement, not a test: it prints medians next to the targets with PASS/MISS
 words and always exits 0 (a non-zero exit means the benchmark's own setup is broken). Every
@@ -45,7 +47,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -262,39 +264,20 @@ def make_items(people: Sequence[tuple[str, str]], n: int, sink: Any, seed: int) 
     return items
 
 
-def precompiled_outbox() -> Any:
-    """A ``DatabaseOutbox`` whose one-item ``enqueue`` compiles its INSERT once and reuses
-    the SQL (the change to persona_django proposed in bench/README.md). Same SQL, same
-    parameters, same table: only Django's per-call query compilation is skipped."""
-    from django.db import connections
-    from django.db.models.constants import OnConflict
-    from django.db.models.sql import InsertQuery
+def clear_outbox() -> None:
+    """Empty the outbox between repeats (untimed). On PostgreSQL with ``TRUNCATE``: a
+    ``DELETE`` of every row would leave them all as dead tuples that autovacuum does not
+    reach within the run, so each repeat would walk more dead index entries than the last
+    (a real outbox loses rows only to ``prune``, a little at a time)."""
+    from django.db import connection
 
     from persona_django.models import OutboxMessage
-    from persona_django.stores import DatabaseOutbox
 
-    class PrecompiledOutbox(DatabaseOutbox):
-        sql: dict[str, str] = {}
-
-        def enqueue(self, items: Sequence[Any]) -> int:
-            if len(items) != 1:
-                return super().enqueue(items)
-            using = self._db()
-            connection = connections[using]
-            fields = [OutboxMessage._meta.get_field(name) for name in self._FIELDS]
-            row = self._row(items[0])
-            sql = self.sql.get(using)
-            if sql is None:
-                query = InsertQuery(OutboxMessage, on_conflict=OnConflict.IGNORE)
-                query.insert_values(fields, [row])
-                [(sql, _)] = query.get_compiler(using=using).as_sql()
-                self.sql[using] = sql
-            params = [f.get_db_prep_save(getattr(row, f.attname), connection) for f in fields]
-            with connection.cursor() as cursor:
-                cursor.execute(sql, params)
-                return max(cursor.rowcount, 0)
-
-    return PrecompiledOutbox()
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(f"TRUNCATE {connection.ops.quote_name(OutboxMessage._meta.db_table)}")
+    else:
+        OutboxMessage.objects.all().delete()
 
 
 class NullSink:
@@ -320,35 +303,29 @@ class NullSink:
 
 def bench_delivery(persona: Any, people: Sequence[tuple[str, str]], fake_url: str,
                    per_repeat: int, repeats: int) -> dict[str, Stats]:
-    from persona_django.models import OutboxMessage
+    from persona_sdk.stores import load_many
 
     sink = persona.registry.sinks["segment"]
     outbox = persona.outbox
     samples: dict[str, list[float]] = {"deliver": [], "outbox_only": [], "sink_only": [],
-                                       "memo": [], "allowed": []}
+                                       "allowed": []}
     expected_distinct = fake_stats(fake_url)["distinct"]
 
-    def memo_pass() -> Any:
-        """One ``deliver_once`` pass whose consent re-check loads each profile once per pass
-        (the core change proposed in bench/README.md), instead of once per item."""
-        from persona_sdk.outbox import deliver_once
+    def recheck(batch: Sequence[Any]) -> bool:
+        """The consent re-check as ``Persona.deliver`` does it for a claimed batch: one
+        ``load_many`` of the batch's profiles, then ``persona.may`` per item and purpose."""
+        profiles = load_many(persona.store, {item.profile_id for item in batch})
+        ok = True
+        for item in batch:
+            profile = profiles.get(item.profile_id)
+            if profile is None or not all(persona.may(profile, p) for p in item.purposes):
+                ok = False
+        return ok
 
-        loaded: dict[str, Any] = {}
-
-        def allowed(item: Any) -> bool:
-            pid = item.profile_id
-            if pid not in loaded:
-                loaded[pid] = persona.store.load(pid)
-            profile = loaded[pid]
-            return profile is not None and all(persona.may(profile, p) for p in item.purposes)
-
-        return deliver_once(outbox, persona.registry.sinks, allowed=allowed, now=time.time(),
-                            limit=BATCH)
-
-    def drain(one_pass: Callable[[], Any] | None = None) -> int:
+    def drain() -> int:
         handled = 0
         while True:
-            report = one_pass() if one_pass else persona.deliver(limit=BATCH)
+            report = persona.deliver(limit=BATCH)
             n = report.delivered + report.retried + report.dead + report.withheld
             handled += report.delivered
             if report.retried or report.dead or report.withheld:
@@ -359,7 +336,7 @@ def bench_delivery(persona: Any, people: Sequence[tuple[str, str]], fake_url: st
     for r in range(repeats + 1):  # the first round (a fifth of the size) warms up, unrecorded
         size = per_repeat if r else max(BATCH, per_repeat // 5)
         # (a) the full path to the fake
-        OutboxMessage.objects.all().delete()
+        clear_outbox()
         outbox.enqueue(make_items(people, size, sink, seed=r))
         gc.collect()
         t0 = perf_counter_ns()
@@ -376,7 +353,7 @@ def bench_delivery(persona: Any, people: Sequence[tuple[str, str]], fake_url: st
             samples["deliver"].append(elapsed / per_repeat)
 
         # (b) the outbox alone: same loop, a sink that does nothing
-        OutboxMessage.objects.all().delete()
+        clear_outbox()
         outbox.enqueue(make_items(people, size, sink, seed=r + 1000))
         persona.registry.sinks["segment"] = NullSink()
         try:
@@ -403,33 +380,20 @@ def bench_delivery(persona: Any, people: Sequence[tuple[str, str]], fake_url: st
         if r:
             samples["sink_only"].append(elapsed / (len(batches) * BATCH))
 
-        # (e) the consent re-check alone, as deliver_once calls it: once per item
-        checks = [item for batch in batches for item in batch]
+        # (d) the consent re-check alone, as Persona.deliver does it per claimed batch
         gc.collect()
         t0 = perf_counter_ns()
-        if not all(persona._allowed(item) for item in checks):
-            sys.exit("setup error: a consenting visitor was refused")
+        for batch in batches:
+            if not recheck(batch):
+                sys.exit("setup error: a consenting visitor was refused")
         elapsed = perf_counter_ns() - t0
         if r:
-            samples["allowed"].append(elapsed / len(checks))
-
-        # (d) the full path with the consent re-check memoized per pass (a proposal)
-        OutboxMessage.objects.all().delete()
-        outbox.enqueue(make_items(people, size, sink, seed=r + 3000))
-        gc.collect()
-        t0 = perf_counter_ns()
-        if drain(memo_pass) != size:
-            sys.exit("setup error: the memoized pass did not deliver everything")
-        elapsed = perf_counter_ns() - t0
-        expected_distinct += size
-        if r:
-            samples["memo"].append(elapsed / per_repeat)
-    OutboxMessage.objects.all().delete()
+            samples["allowed"].append(elapsed / (len(batches) * BATCH))
+    clear_outbox()
     return {
         "deliver_to_fake_segment": Stats(samples["deliver"], per_repeat),
         "outbox_only_null_sink": Stats(samples["outbox_only"], per_repeat),
         "sink_only_500_per_request": Stats(samples["sink_only"], per_repeat // 2),
-        "deliver_consent_memo_per_pass": Stats(samples["memo"], per_repeat),
         "consent_recheck_per_item": Stats(samples["allowed"], per_repeat // 2),
     }
 
@@ -438,11 +402,13 @@ def bench_enqueue(with_sink: Any, without_sink: Any, people: Sequence[tuple[str,
                   n: int, repeats: int) -> dict[str, Stats]:
     """``persona.track`` with and without the sink, alternating call by call (so drift and
     noise hit both alike), in autocommit and inside ``transaction.atomic()``; and the added
-    work itself, ``persona._enqueue(profile, event)``, timed alone."""
+    work itself, ``persona._enqueue(profile, event)``, timed alone, and of it the outbox's
+    part, ``DatabaseOutbox.enqueue([item])`` of prepared items."""
     from django.db import transaction
 
     from persona_django.models import OutboxMessage
     from persona_sdk import Event
+    from persona_sdk.outbox import OutboxItem
 
     counter = [0]
     atomic = transaction.atomic
@@ -472,35 +438,44 @@ def bench_enqueue(with_sink: Any, without_sink: Any, people: Sequence[tuple[str,
     if any(p is None for p in profiles):
         sys.exit("setup error: a visitor's profile is missing")
 
-    fast_outbox = precompiled_outbox()
+    sink = with_sink.registry.sinks["segment"]
 
-    def enqueue_only(k: int, fast: bool = False) -> float:
-        events = [Event.create("track", anonymous_id=people[i % 50][0], event="Product Viewed",
-                               properties={"product_id": f"P-{i:05d}", "price": 19.5})
-                  for i in range(k)]
-        real = with_sink.outbox
-        if fast:
-            with_sink.outbox = fast_outbox
-        try:
-            t0 = perf_counter_ns()
-            for i, event in enumerate(events):
-                if with_sink._enqueue(profiles[i % 50], event) != 1:
-                    sys.exit("setup error: _enqueue did not queue the event")
-            return (perf_counter_ns() - t0) / k
-        finally:
-            with_sink.outbox = real
+    def events(k: int) -> list[Any]:
+        return [Event.create("track", anonymous_id=people[i % 50][0], event="Product Viewed",
+                             properties={"product_id": f"P-{i:05d}", "price": 19.5})
+                for i in range(k)]
+
+    def enqueue_only(k: int) -> float:
+        batch = events(k)
+        t0 = perf_counter_ns()
+        for i, event in enumerate(batch):
+            if with_sink._enqueue(profiles[i % 50], event) != 1:
+                sys.exit("setup error: _enqueue did not queue the event")
+        return (perf_counter_ns() - t0) / k
+
+    def outbox_enqueue_only(k: int) -> float:
+        now = time.time()
+        items = [[OutboxItem.for_event(event, sink=sink.name, profile_id=profiles[i % 50].id,
+                                       purposes=tuple(sink.purposes), now=now)]
+                 for i, event in enumerate(events(k))]
+        enqueue = with_sink.outbox.enqueue
+        t0 = perf_counter_ns()
+        for one in items:
+            if enqueue(one) != 1:
+                sys.exit("setup error: DatabaseOutbox.enqueue did not insert the item")
+        return (perf_counter_ns() - t0) / k
 
     alternate(max(2, n // 10), False)  # warm-up
     alternate(max(2, n // 10), True)
     enqueue_only(max(2, n // 10))
-    enqueue_only(max(2, n // 10), fast=True)
+    outbox_enqueue_only(max(2, n // 10))
     if OutboxMessage.objects.count() == 0:
         sys.exit("setup error: track() with the sink registered queued nothing")
     samples: dict[str, list[float]] = {k: [] for k in (
         "track_with_sink", "track_without_sink", "track_with_sink_atomic",
-        "track_without_sink_atomic", "enqueue_only", "enqueue_only_precompiled")}
+        "track_without_sink_atomic", "enqueue_only", "outbox_enqueue_one")}
     for _ in range(repeats):
-        OutboxMessage.objects.all().delete()
+        clear_outbox()
         gc.collect()
         a, b = alternate(n, False)
         samples["track_with_sink"].append(a)
@@ -512,8 +487,8 @@ def bench_enqueue(with_sink: Any, without_sink: Any, people: Sequence[tuple[str,
         gc.collect()
         samples["enqueue_only"].append(enqueue_only(n))
         gc.collect()
-        samples["enqueue_only_precompiled"].append(enqueue_only(n, fast=True))
-    OutboxMessage.objects.all().delete()
+        samples["outbox_enqueue_one"].append(outbox_enqueue_only(n))
+    clear_outbox()
     out = {name: Stats(s, n) for name, s in samples.items()}
     for kind in ("", "_atomic"):  # the per-repeat differences, and their median
         diffs = [a - b for a, b in zip(samples[f"track_with_sink{kind}"],
@@ -608,11 +583,10 @@ def bench(args: argparse.Namespace) -> int:
              TARGET_RATE, f"deliver_{args.backend}")
     rate_row("   the outbox alone (a sink that sends nothing)",
              delivery["outbox_only_null_sink"])
-    time_row("     of which the consent re-check, per item", delivery["consent_recheck_per_item"])
+    time_row("     of which the consent re-check (load_many + may), per item",
+             delivery["consent_recheck_per_item"])
     rate_row("   the sink alone (500 prepared items -> 1 POST)",
              delivery["sink_only_500_per_request"])
-    rate_row("   full path, consent re-check memoized per pass *",
-             delivery["deliver_consent_memo_per_pass"])
     section("2. what queueing for the sink adds to a request (a consenting visitor)")
     time_row("   persona.track, sink registered (autocommit)", enqueue["track_with_sink"])
     time_row("   persona.track, no sink (autocommit)", enqueue["track_without_sink"])
@@ -622,7 +596,8 @@ def bench(args: argparse.Namespace) -> int:
     time_row("   persona.track, no sink, in atomic()", enqueue["track_without_sink_atomic"])
     diff_row("   difference (ATOMIC_REQUESTS)", enqueue["enqueue_difference_atomic"], None, "")
     time_row("   persona._enqueue(profile, event) alone", enqueue["enqueue_only"])
-    time_row("   persona._enqueue, INSERT compiled once **", enqueue["enqueue_only_precompiled"])
+    time_row("     of which DatabaseOutbox.enqueue([item]) (the INSERT)",
+             enqueue["outbox_enqueue_one"])
 
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     head = ("measurement", "median", "spread (min..max)", "target", "")
@@ -636,10 +611,6 @@ def bench(args: argparse.Namespace) -> int:
             print(r[0])
         else:
             print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
-    print("*  proposed core change: Persona._allowed loads each profile once per pass "
-          "(measured through deliver_once's allowed= argument; persona_deliver does not do it)")
-    print("** proposed persona_django change: DatabaseOutbox.enqueue reuses its compiled INSERT "
-          "(a subclass here; the real enqueue compiles it per call)")
     print()
     missed = [t["name"] for t in targets if not t["pass"]]
     print(f"targets: {len(targets) - len(missed)}/{len(targets)} met"

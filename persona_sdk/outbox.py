@@ -6,8 +6,12 @@ event's message id and the sink name, so enqueueing the same event twice stores 
 and a worker runs :func:`deliver_once` in a loop: claim due items, re-check consent, hand
 them to the sink in batches, then mark them done, schedule a retry (exponential backoff with
 full jitter, never earlier than the vendor's ``Retry-After``), or dead-letter them with the
-vendor's message. The core ships :class:`InMemoryOutbox`; the Django adapter ships the
-durable one on the site's database. Both satisfy :class:`Outbox`.
+vendor's message. Items a sink held back without sending them (its circuit breaker is open,
+the vendor's ``Retry-After`` has not passed) are rescheduled without counting an attempt.
+The outcome of a batch is written back with one call per kind (``complete``, ``retry_many``,
+``defer_many``, ``dead_many``), so a durable outbox updates a whole batch in a few
+statements. The core ships :class:`InMemoryOutbox`; the Django adapter ships the durable
+one on the site's database. Both satisfy :class:`Outbox`.
 """
 
 from __future__ import annotations
@@ -85,11 +89,19 @@ class DeliveryResult:
     ``retry`` maps ids to a minimum delay in seconds (``Retry-After``; 0 when the vendor said
     nothing); ``failed`` maps ids to the vendor's message for errors that will never succeed
     (they are dead-lettered). Ids in none of the three are retried with backoff.
+
+    ``errors`` (optional) says why an id was not delivered (the vendor's message, a
+    timeout...): it becomes the item's ``last_error``. ``deferred`` (optional) lists ids
+    the sink did not even send (its circuit breaker is open, or the vendor's ``Retry-After``
+    has not passed): they are rescheduled after their ``retry`` delay without counting a
+    delivery attempt, so a vendor outage does not dead-letter items that were never tried.
     """
 
     delivered: frozenset[str] = frozenset()
     retry: Mapping[str, float] = attrs.field(factory=dict)
     failed: Mapping[str, str] = attrs.field(factory=dict)
+    errors: Mapping[str, str] = attrs.field(factory=dict)
+    deferred: frozenset[str] = frozenset()
 
     @classmethod
     def all_delivered(cls, items: Iterable[OutboxItem]) -> DeliveryResult:
@@ -110,7 +122,12 @@ class EventSink(Protocol):
 
 class Outbox(Protocol):
     """Storage for items in flight. Implementations must make ``enqueue`` idempotent by id
-    and ``claim`` exclusive (an item is handed to one worker until its lease expires)."""
+    and ``claim`` exclusive (an item is handed to one worker until its lease expires).
+
+    ``retry_many``, ``defer_many`` and ``dead_many`` are the batch forms :func:`deliver_once`
+    calls; the defaults here (for classes that subclass ``Outbox``) call the single-item
+    methods, and :func:`deliver_once` does the same for an outbox that does not have them.
+    """
 
     def enqueue(self, items: Sequence[OutboxItem]) -> int:
         """Store items not already present; return how many were new."""
@@ -125,6 +142,24 @@ class Outbox(Protocol):
     def retry(self, item_id: str, *, at: float, error: str) -> None: ...
 
     def dead(self, item_id: str, *, error: str) -> None: ...
+
+    def retry_many(self, entries: Sequence[tuple[str, float, str]]) -> None:
+        """``retry`` for many items: ``(id, at, error)`` each, every item keeping its own
+        time and error; one attempt counted for each, leases released."""
+        for entry_id, at, error in entries:
+            self.retry(entry_id, at=at, error=error)
+
+    def defer_many(self, entries: Sequence[tuple[str, float, str]]) -> None:
+        """Reschedule items that were claimed but not sent (``(id, at, reason)`` each): like
+        ``retry_many`` but without counting an attempt. The default counts one (it can only
+        call ``retry``)."""
+        for entry_id, at, error in entries:
+            self.retry(entry_id, at=at, error=error)
+
+    def dead_many(self, entries: Sequence[tuple[str, str]]) -> None:
+        """``dead`` for many items: ``(id, error)`` each."""
+        for entry_id, error in entries:
+            self.dead(entry_id, error=error)
 
     def dead_letters(self, *, limit: int = 100) -> list[OutboxItem]: ...
 
@@ -204,22 +239,41 @@ class InMemoryOutbox:
                 self._leases.pop(i, None)
 
     def retry(self, item_id: str, *, at: float, error: str) -> None:
-        with self._lock:
-            item = self._items.get(item_id)
-            if item is not None:
-                self._items[item_id] = attrs.evolve(
-                    item, attempts=item.attempts + 1, next_attempt_at=at, last_error=error
-                )
-            self._leases.pop(item_id, None)
+        self.retry_many([(item_id, at, error)])
 
     def dead(self, item_id: str, *, error: str) -> None:
+        self.dead_many([(item_id, error)])
+
+    def retry_many(self, entries: Sequence[tuple[str, float, str]]) -> None:
+        self._reschedule(entries, count_attempt=True)
+
+    def defer_many(self, entries: Sequence[tuple[str, float, str]]) -> None:
+        self._reschedule(entries, count_attempt=False)
+
+    def _reschedule(
+        self, entries: Sequence[tuple[str, float, str]], *, count_attempt: bool
+    ) -> None:
         with self._lock:
-            item = self._items.get(item_id)
-            if item is not None:
-                self._items[item_id] = attrs.evolve(
-                    item, status=DEAD, attempts=item.attempts + 1, last_error=error
-                )
-            self._leases.pop(item_id, None)
+            for entry_id, at, error in entries:
+                item = self._items.get(entry_id)
+                if item is not None:
+                    self._items[entry_id] = attrs.evolve(
+                        item,
+                        attempts=item.attempts + count_attempt,
+                        next_attempt_at=at,
+                        last_error=error,
+                    )
+                self._leases.pop(entry_id, None)
+
+    def dead_many(self, entries: Sequence[tuple[str, str]]) -> None:
+        with self._lock:
+            for entry_id, error in entries:
+                item = self._items.get(entry_id)
+                if item is not None:
+                    self._items[entry_id] = attrs.evolve(
+                        item, status=DEAD, attempts=item.attempts + 1, last_error=error
+                    )
+                self._leases.pop(entry_id, None)
 
     def dead_letters(self, *, limit: int = 100) -> list[OutboxItem]:
         with self._lock:
@@ -261,14 +315,46 @@ class InMemoryOutbox:
 
 
 ConsentCheck = Callable[[OutboxItem], bool]
+#: called once per pass with the claimed items, before ``allowed`` is asked about them
+Prefetch = Callable[[Sequence[OutboxItem]], object]
 
 
 @attrs.frozen
 class DeliveryReport:
+    """What one pass did. ``retried`` counts every item rescheduled, ``deferred`` those of
+    them the sink did not send (no attempt counted)."""
+
     delivered: int = 0
     retried: int = 0
     dead: int = 0
     withheld: int = 0
+    deferred: int = 0
+
+
+def _retry_many(outbox: Outbox, entries: list[tuple[str, float, str]]) -> None:
+    batch = getattr(outbox, "retry_many", None)
+    if batch is not None:
+        batch(entries)
+    else:  # an outbox written before the batch forms existed
+        for entry_id, at, error in entries:
+            outbox.retry(entry_id, at=at, error=error)
+
+
+def _defer_many(outbox: Outbox, entries: list[tuple[str, float, str]]) -> None:
+    batch = getattr(outbox, "defer_many", None)
+    if batch is not None:
+        batch(entries)
+    else:  # without defer_many, the only way to reschedule counts an attempt
+        _retry_many(outbox, entries)
+
+
+def _dead_many(outbox: Outbox, entries: list[tuple[str, str]]) -> None:
+    batch = getattr(outbox, "dead_many", None)
+    if batch is not None:
+        batch(entries)
+    else:
+        for entry_id, error in entries:
+            outbox.dead(entry_id, error=error)
 
 
 def deliver_once(
@@ -281,42 +367,73 @@ def deliver_once(
     lease: float = 60.0,
     backoff: Backoff = Backoff(),
     rng: random.Random | None = None,
+    prefetch: Prefetch | None = None,
 ) -> DeliveryReport:
     """One pass of the delivery loop.
 
-    ``allowed(item)`` re-checks consent at delivery time: an item whose purpose was
-    withdrawn after it was enqueued is completed without being sent (counted as
-    ``withheld``). An item whose sink is not registered is retried later (the plugin may be
-    temporarily disabled) and dead-lettered after ``backoff.max_attempts``.
+    ``allowed(item)`` re-checks consent at delivery time, item by item: an item whose
+    purpose was withdrawn after it was enqueued is completed without being sent (counted as
+    ``withheld``). ``prefetch(items)``, when given, is called once with the claimed items
+    before that, to load what ``allowed`` needs in one go (``Persona.deliver`` loads the
+    batch's profiles with one ``load_many``). An item whose sink is not registered is
+    retried later (the plugin may be temporarily disabled) and dead-lettered after
+    ``backoff.max_attempts``.
+
+    Outcomes are written back in batches: one ``complete`` for the withheld items, then per
+    sink batch one ``complete`` for the delivered items and at most one each of
+    ``retry_many``, ``defer_many`` and ``dead_many``.
     """
     claimed = outbox.claim(limit=limit, now=now, lease=lease)
-    delivered = retried = dead = withheld = 0
+    if not claimed:
+        return DeliveryReport()
+    if prefetch is not None:
+        prefetch(claimed)
+    delivered = retried = dead = deferred = 0
     by_sink: dict[str, list[OutboxItem]] = {}
+    withheld_ids: list[str] = []
     for item in claimed:
         if not allowed(item):
-            outbox.complete([item.id])
-            withheld += 1
+            withheld_ids.append(item.id)
             continue
         by_sink.setdefault(item.sink, []).append(item)
+    if withheld_ids:
+        outbox.complete(withheld_ids)
 
-    def _retry_or_dead(item: OutboxItem, error: str, retry_after: float = 0.0) -> None:
-        nonlocal retried, dead
+    retries: list[tuple[str, float, str]] = []
+    deaths: list[tuple[str, str]] = []
+    defers: list[tuple[str, float, str]] = []
+
+    def retry_or_dead(item: OutboxItem, error: str, retry_after: float = 0.0) -> None:
         if item.attempts + 1 >= backoff.max_attempts:
-            outbox.dead(item.id, error=f"gave up after {item.attempts + 1} attempts: {error}")
-            dead += 1
+            deaths.append((item.id, f"gave up after {item.attempts + 1} attempts: {error}"))
         else:
-            at = now + backoff.delay(item.attempts, retry_after, rng)
-            outbox.retry(item.id, at=at, error=error)
-            retried += 1
+            retries.append((item.id, now + backoff.delay(item.attempts, retry_after, rng), error))
+
+    def flush() -> None:
+        nonlocal retried, dead, deferred
+        if retries:
+            _retry_many(outbox, retries)
+        if defers:
+            _defer_many(outbox, defers)
+        if deaths:
+            _dead_many(outbox, deaths)
+        retried += len(retries) + len(defers)
+        deferred += len(defers)
+        dead += len(deaths)
+        retries.clear()
+        defers.clear()
+        deaths.clear()
 
     for sink_name, items in by_sink.items():
         sink = sinks.get(sink_name)
         if sink is None:
             for item in items:
-                _retry_or_dead(item, f"no sink named {sink_name!r} is registered")
+                retry_or_dead(item, f"no sink named {sink_name!r} is registered")
+            flush()
             continue
-        for start in range(0, len(items), max(1, sink.max_batch)):
-            batch = items[start : start + max(1, sink.max_batch)]
+        size = max(1, sink.max_batch)
+        for start in range(0, len(items), size):
+            batch = items[start : start + size]
             try:
                 result = sink.deliver(batch)
             except Exception as exc:
@@ -324,17 +441,28 @@ def deliver_once(
                     "sink %r raised while delivering %d items", sink_name, len(batch), exc_info=True
                 )
                 for item in batch:
-                    _retry_or_dead(item, f"{type(exc).__name__}: {exc}")
+                    retry_or_dead(item, f"{type(exc).__name__}: {exc}")
+                flush()
                 continue
-            ok = [i.id for i in batch if i.id in result.delivered]
-            outbox.complete(ok)
-            delivered += len(ok)
-            for item in batch:
-                if item.id in result.delivered:
-                    continue
-                if item.id in result.failed:
-                    outbox.dead(item.id, error=result.failed[item.id])
-                    dead += 1
-                else:
-                    _retry_or_dead(item, "vendor asked to retry", result.retry.get(item.id, 0.0))
-    return DeliveryReport(delivered, retried, dead, withheld)
+            ok = result.delivered
+            done = [i.id for i in batch if i.id in ok]
+            if done:
+                outbox.complete(done)
+                delivered += len(done)
+            if len(done) < len(batch):
+                failed, delays, errors = result.failed, result.retry, result.errors
+                held = result.deferred
+                for item in batch:
+                    if item.id in ok:
+                        continue
+                    if item.id in failed:
+                        deaths.append((item.id, failed[item.id]))
+                    elif item.id in held:
+                        wait = backoff.delay(item.attempts, delays.get(item.id, 0.0), rng)
+                        reason = errors.get(item.id) or "not sent: the sink deferred it"
+                        defers.append((item.id, now + wait, reason))
+                    else:
+                        reason = errors.get(item.id) or "vendor asked to retry"
+                        retry_or_dead(item, reason, delays.get(item.id, 0.0))
+                flush()
+    return DeliveryReport(delivered, retried, dead, len(withheld_ids), deferred)

@@ -5,12 +5,16 @@ profile ids. Writes use optimistic concurrency: :meth:`ProfileStore.save` succee
 the profile's ``revision`` is still the stored one, otherwise it raises
 :class:`~persona_sdk.errors.ConcurrentUpdateError` and :func:`update_profile` re-reads and
 re-applies the change, so two concurrent updates never silently lose one another.
+
+:meth:`ProfileStore.load_many` reads many profiles at once (the delivery worker re-checks
+the consent of a whole claimed batch with one call); :func:`load_many` calls it, or ``load``
+per id for a store written before it existed.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol, TypeVar
 
 from cachetools import LRUCache
@@ -19,7 +23,7 @@ from .errors import ConcurrentUpdateError
 from .identity import Identity
 from .profile import Profile
 
-__all__ = ["InMemoryProfileStore", "ProfileStore", "update_profile"]
+__all__ = ["InMemoryProfileStore", "ProfileStore", "load_many", "update_profile"]
 
 T = TypeVar("T")
 
@@ -28,6 +32,18 @@ class ProfileStore(Protocol):
     def load(self, profile_id: str) -> Profile | None:
         """A private copy of the profile (following aliases), or None."""
         ...
+
+    def load_many(self, profile_ids: Iterable[str]) -> dict[str, Profile]:
+        """``load`` for many ids at once: ``{requested id: profile}``, ids with no profile
+        left out (a merged-away id maps to the surviving profile, as ``load`` does). A
+        store should read them in as few round trips as it can; this default (for classes
+        that subclass ``ProfileStore``) calls ``load`` per distinct id."""
+        out: dict[str, Profile] = {}
+        for profile_id in dict.fromkeys(profile_ids):
+            profile = self.load(profile_id)
+            if profile is not None:
+                out[profile_id] = profile
+        return out
 
     def save(self, profile: Profile) -> Profile:
         """Write if ``profile.revision`` is the stored revision (0 = new); return the
@@ -48,6 +64,25 @@ class ProfileStore(Protocol):
         ...
 
 
+def load_many(store: ProfileStore, profile_ids: Iterable[str]) -> dict[str, Profile]:
+    """``store.load_many(profile_ids)``, or one ``load`` per distinct id for a store that
+    does not have it (one written before it existed)."""
+    batch = getattr(store, "load_many", None)
+    if batch is not None:
+        found: dict[str, Profile] = batch(profile_ids)
+        return found
+    out: dict[str, Profile] = {}
+    for profile_id in dict.fromkeys(profile_ids):
+        profile = store.load(profile_id)
+        if profile is not None:
+            out[profile_id] = profile
+    return out
+
+
+#: how many ``merged_into`` links :func:`update_profile` follows before giving up
+MAX_MERGE_HOPS = 8
+
+
 def update_profile(
     store: ProfileStore,
     profile_id: str,
@@ -55,14 +90,34 @@ def update_profile(
     *,
     create: Callable[[], Profile] | None = None,
     attempts: int = 10,
+    follow_merges: bool = True,
 ) -> tuple[Profile, T]:
     """Load, change, save, retrying on a concurrent update. Returns (saved profile, result).
 
     ``change`` may run more than once; it must only mutate the profile it is given.
+
+    A profile being merged into another (``merged_into`` set, see ``Persona.merge``) takes
+    no more changes: the change is applied to the profile it is merging into, so an event
+    that arrives mid-merge lands on the merged profile instead of on one about to be
+    deleted. ``follow_merges=False`` (the merge itself) changes the profile as it is.
     """
     last: ConcurrentUpdateError | None = None
     for _ in range(attempts):
         profile = store.load(profile_id)
+        seen: list[str] = []
+        while follow_merges and profile is not None and profile.merged_into is not None:
+            seen.append(profile.id)
+            if profile.merged_into in seen:
+                raise ConcurrentUpdateError(
+                    f"profiles {' and '.join(map(repr, seen))} are being merged into each "
+                    "other concurrently; try again"
+                )
+            if len(seen) > MAX_MERGE_HOPS:
+                raise ConcurrentUpdateError(
+                    f"profile {profile_id!r} is merging into a chain of more than "
+                    f"{MAX_MERGE_HOPS} profiles; try again"
+                )
+            profile = store.load(profile.merged_into)
         if profile is None:
             if create is None:
                 raise LookupError(f"no profile {profile_id!r}")
@@ -120,6 +175,18 @@ class InMemoryProfileStore:
                 return None
             stored = self._profiles.get(real)
             return None if stored is None else stored.copy()
+
+    def load_many(self, profile_ids: Iterable[str]) -> dict[str, Profile]:
+        out: dict[str, Profile] = {}
+        with self._lock:
+            for profile_id in profile_ids:
+                if profile_id in out:
+                    continue
+                real = self.resolve_id(profile_id)
+                stored = None if real is None else self._profiles.get(real)
+                if stored is not None:
+                    out[profile_id] = stored.copy()
+        return out
 
     def save(self, profile: Profile) -> Profile:
         with self._lock:

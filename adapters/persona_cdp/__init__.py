@@ -109,9 +109,12 @@ A **circuit breaker** per sink (per worker process) opens after ``breaker_thresh
 consecutive failed batches: for ``breaker_cooldown`` seconds every item is answered
 "retry later" without touching the network; then one probe batch goes out (success
 closes it, failure reopens it for twice as long, up to 10 minutes). A vendor's
-``Retry-After`` is held the same way. Either wait, when it is at most ``max_inline_wait``
-seconds (default 2), is slept through in the worker instead: cheaper than rescheduling
-every claimed item (which also counts an attempt for each).
+``Retry-After`` is held the same way. Items held back like this were never sent: they are
+rescheduled without counting a delivery attempt (a long outage does not dead-letter them),
+and their ``last_error`` says why, with the last failure (``not sent: the circuit breaker
+is open … (last failure: HTTP 503 from Segment: …)``). Either wait, when it is at most
+``max_inline_wait`` seconds (default 2), is slept through in the worker instead: cheaper
+than rescheduling every claimed item.
 
 Dead letters are listed in the Django admin (Personalization > outbox, filter *status =
 dead*) with the vendor's message, and the *Replay selected dead letters* action queues them

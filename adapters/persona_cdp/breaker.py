@@ -14,6 +14,9 @@ States:
 
 Separately, :meth:`hold` records a vendor's ``Retry-After`` / ``X-RateLimit-Reset``: until
 then :meth:`blocked_for` says how long to wait, breaker state notwithstanding.
+:meth:`blocked_reason` says why, with the last failure's detail: the sink keeps it as the
+``last_error`` of the items it did not send (they are rescheduled without counting an
+attempt: they were never tried).
 
 The state lives in the worker process (each ``persona_deliver`` process has its own); it is
 not shared through the database, so N workers send at most N probes.
@@ -54,6 +57,8 @@ class CircuitBreaker:
         self._hold_until = 0.0
         #: how many times the breaker opened (for logs and tests)
         self.trips = 0
+        #: what the last failed batch said (``failure(detail)``), for ``blocked_reason``
+        self.last_failure = ""
 
     @property
     def state(self) -> str:
@@ -85,6 +90,22 @@ class CircuitBreaker:
                 self._probe_out = True
             return None
 
+    def blocked_reason(self) -> str:
+        """Why :meth:`blocked_for` holds requests back now (for the items' ``last_error``)."""
+        with self._lock:
+            now = self.clock()
+            last = f" (last failure: {self.last_failure})" if self.last_failure else ""
+            if self._hold_until > now:
+                return f"the vendor asked to wait (Retry-After){last}"
+            if self._state == OPEN and now < self._open_until:
+                return (
+                    f"the circuit breaker is open for {self._current_cooldown:g} s after "
+                    f"failed requests{last}"
+                )
+            if self._state == HALF_OPEN and self._probe_out:
+                return f"the circuit breaker is half-open: waiting for the probe's answer{last}"
+            return ""
+
     def hold(self, seconds: float) -> None:
         """The vendor asked for nothing before ``seconds`` from now."""
         if seconds > 0:
@@ -97,11 +118,15 @@ class CircuitBreaker:
             self._failures = 0
             self._probe_out = False
             self._current_cooldown = self.cooldown
+            self.last_failure = ""
 
-    def failure(self) -> bool:
-        """Record a failed batch; True when this failure opened the breaker."""
+    def failure(self, detail: str = "") -> bool:
+        """Record a failed batch (``detail``: what went wrong); True when this failure
+        opened the breaker."""
         with self._lock:
             now = self.clock()
+            if detail:
+                self.last_failure = detail
             if self._state == HALF_OPEN:
                 self._current_cooldown = min(self.max_cooldown, max(self._current_cooldown * 2,
                                                                     self.cooldown))
@@ -128,3 +153,4 @@ class CircuitBreaker:
             self._hold_until = 0.0
             self._probe_out = False
             self._current_cooldown = self.cooldown
+            self.last_failure = ""

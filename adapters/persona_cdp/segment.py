@@ -22,9 +22,13 @@ items at a time; it turns each into a Segment-spec message, packs them into
   with the reason.
 
 While the breaker is open, or the vendor's ``Retry-After`` has not passed, :meth:`deliver`
-answers "retry" for every item without network I/O, except that a wait of at most
-``max_inline_wait`` seconds (default 2) is slept through in the worker: waiting a moment is
-cheaper than rescheduling (and counting an attempt for) every claimed item.
+answers "retry" for every item without network I/O and marks them ``deferred``: the outbox
+reschedules them without counting a delivery attempt (they were never sent, so a long outage
+does not dead-letter them), with the reason and the last failure as their ``last_error``. A
+wait of at most ``max_inline_wait`` seconds (default 2) is slept through in the worker
+instead: waiting a moment is cheaper than rescheduling every claimed item. Items that were
+sent and failed get the vendor's answer (or the timeout, the connection error) as their
+``last_error``.
 """
 
 from __future__ import annotations
@@ -199,7 +203,14 @@ class CdpSink:
         if config.gzip:
             self._headers["Content-Encoding"] = "gzip"
         #: counters for logs, tests and the benchmark
-        self.stats = {"requests": 0, "delivered": 0, "retried": 0, "failed": 0, "split": 0}
+        self.stats = {
+            "requests": 0,
+            "delivered": 0,
+            "retried": 0,
+            "deferred": 0,
+            "failed": 0,
+            "split": 0,
+        }
 
     def __repr__(self) -> str:
         return f"<CdpSink {self.name} -> {self.url}>"
@@ -216,6 +227,8 @@ class CdpSink:
         delivered: set[str] = set()
         retry: dict[str, float] = {}
         failed: dict[str, str] = {}
+        errors: dict[str, str] = {}
+        deferred: set[str] = set()
         prepared: list[tuple[OutboxItem, bytes]] = []
         consent = self._consent_of(items)
         limit = self.config.max_message_bytes
@@ -242,9 +255,13 @@ class CdpSink:
             chunk = queue.popleft()
             wait = self._may_send()
             if wait is not None:
+                why = self.breaker.blocked_reason() or "the circuit breaker holds requests back"
+                reason = f"not sent: {why}; next try in {wait:.0f} s"
                 for rest in (chunk, *queue):
                     for item, _ in rest:
                         retry[item.id] = wait
+                        errors[item.id] = reason
+                        deferred.add(item.id)
                 break
             outcome, detail, delay = self._post(chunk)
             if outcome == "ok":
@@ -252,6 +269,7 @@ class CdpSink:
             elif outcome == "retry":
                 for item, _ in chunk:
                     retry[item.id] = delay
+                    errors[item.id] = detail
             elif outcome == "reject" and len(chunk) > 1:
                 self.stats["split"] += 1
                 half = len(chunk) // 2
@@ -262,10 +280,17 @@ class CdpSink:
                     failed[item.id] = detail
         self.stats["delivered"] += len(delivered)
         self.stats["retried"] += len(retry)
+        self.stats["deferred"] += len(deferred)
         self.stats["failed"] += len(failed)
         for item_id, reason in failed.items():
             log.warning("persona_cdp: %s: dead letter %s: %s", self.name, item_id, reason)
-        return DeliveryResult(delivered=frozenset(delivered), retry=retry, failed=failed)
+        return DeliveryResult(
+            delivered=frozenset(delivered),
+            retry=retry,
+            failed=failed,
+            errors=errors,
+            deferred=frozenset(deferred),
+        )
 
     # -- messages ----------------------------------------------------------------------------
     def message(
@@ -444,7 +469,7 @@ class CdpSink:
         return "fail", detail, 0.0
 
     def _failed_batch(self, detail: str, delay: float) -> tuple[str, str, float]:
-        if self.breaker.failure():
+        if self.breaker.failure(detail):
             log.warning(
                 "persona_cdp: %s: circuit breaker opened after %d failed batches (last: %s)",
                 self.name, self.breaker.threshold, detail,

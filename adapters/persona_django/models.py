@@ -127,7 +127,12 @@ class OutboxMessage(models.Model):
         verbose_name = "outbox message"
         verbose_name_plural = "outbox"
         indexes = [
-            models.Index(fields=["status", "next_attempt_at"], name="persona_outbox_due"),
+            # claim: status = pending, next_attempt_at <= now, ORDER BY next_attempt_at,
+            # created_at LIMIT n: the index serves the filter and the order (no sort of
+            # every due row); pending_count, dead_letters and prune use its status prefix
+            models.Index(
+                fields=["status", "next_attempt_at", "created_at"], name="persona_outbox_claim"
+            ),
         ]
 
     def __str__(self) -> str:

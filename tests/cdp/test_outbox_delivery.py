@@ -169,8 +169,17 @@ def test_the_breaker_keeps_the_worker_off_the_network(configure, segment_fake):
     assert len(segment_fake.requests) == 2  # two failed batches opened it; the third waited
     sink = persona.registry.sinks["segment"]
     assert sink.breaker.state == "open"
-    assert {r.attempts for r in rows()} == {1}
     assert all(r.status == "pending" for r in rows())
+    # the four items sent count an attempt and keep the vendor's answer; the two the breaker
+    # held back were never sent: no attempt counted, and last_error says why
+    sent = [r for r in rows() if r.attempts == 1]
+    held = [r for r in rows() if r.attempts == 0]
+    assert len(sent) == 4 and len(held) == 2
+    assert all(r.last_error.startswith("HTTP 503 from Segment") for r in sent)
+    for r in held:
+        assert r.last_error.startswith("not sent: the circuit breaker is open"), r.last_error
+        assert "last failure: HTTP 503 from Segment" in r.last_error
+        assert r.next_attempt_at.timestamp() >= time.time() + 100  # after the cool-down
 
 
 def test_retry_after_pushes_the_next_attempt(configure, segment_fake):

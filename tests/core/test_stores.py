@@ -63,3 +63,62 @@ def test_identities_index_and_eviction_stay_consistent():
     assert store.lookup(Identity.anonymous("a2")) == ids[2]
     assert store.stats()["identities"] == 2
     assert store.delete(ids[2]) and store.lookup(Identity.anonymous("a2")) is None
+
+
+# -- load_many ------------------------------------------------------------------------------
+
+
+def test_load_many_returns_private_copies_and_leaves_out_missing_ids():
+    from persona_sdk.stores import load_many
+
+    store = InMemoryProfileStore()
+    a, b = store.save(Profile()), store.save(Profile())
+    got = store.load_many([a.id, "no-such-id", b.id, a.id])
+    assert set(got) == {a.id, b.id}
+    assert got[a.id].id == a.id and got[a.id].revision == a.revision
+    got[a.id].behaviour.page_views.add(1)  # a private copy
+    assert store.load(a.id).behaviour.page_views.total == 0
+    assert store.load_many([]) == {}
+    assert store.load_many(["x", "y"]) == {}
+    assert load_many(store, iter([b.id])) == {b.id: store.load(b.id)}
+
+
+def test_load_many_follows_a_merged_away_id_to_the_survivor():
+    store = InMemoryProfileStore()
+    old, survivor = store.save(Profile()), store.save(Profile())
+    survivor.aliases.add(old.id)
+    store.save(survivor)
+    got = store.load_many([old.id, survivor.id])
+    assert got[old.id].id == survivor.id and got[survivor.id].id == survivor.id
+    assert got[old.id] is not got[survivor.id]
+
+
+def test_load_many_helper_and_protocol_default_fall_back_to_load():
+    from persona_sdk.stores import ProfileStore, load_many
+
+    inner = InMemoryProfileStore()
+    a = inner.save(Profile())
+
+    class OldStore:  # written before load_many existed (structural)
+        def __init__(self):
+            self.loads = []
+
+        def load(self, profile_id):
+            self.loads.append(profile_id)
+            return inner.load(profile_id)
+
+    old = OldStore()
+    assert load_many(old, [a.id, "gone", a.id]) == {a.id: inner.load(a.id)}
+    assert old.loads == [a.id, "gone"]  # once per distinct id
+
+    class SubclassStore(ProfileStore):  # gets the protocol's default
+        def __init__(self):
+            self.loads = []
+
+        def load(self, profile_id):
+            self.loads.append(profile_id)
+            return inner.load(profile_id)
+
+    sub = SubclassStore()
+    assert sub.load_many([a.id, "gone", a.id]) == {a.id: inner.load(a.id)}
+    assert sub.loads == [a.id, "gone"]

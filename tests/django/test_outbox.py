@@ -252,3 +252,208 @@ def test_the_admin_lists_dead_letters_and_replays_them(admin_client, outbox):
     assert b"1 selected message(s) were not dead letters." in response.content
     assert outbox.dead_letters() == []
     assert status_of(dead) == "pending" and outbox.pending_count() == 2
+
+
+# -- batch outcomes ---------------------------------------------------------------------------
+
+
+def row(item):
+    return OutboxMessage.objects.get(id=item.id)
+
+
+def test_retry_many_keeps_each_items_own_time_and_error_in_one_update(
+    outbox, django_assert_num_queries
+):
+    a, b, c, untouched = (make_item(n) for n in range(4))
+    outbox.enqueue([a, b, c, untouched])
+    outbox.claim(limit=10, now=NOW, lease=60)
+    with django_assert_num_queries(1):
+        outbox.retry_many([(a.id, NOW + 10.5, "HTTP 503"), (b.id, NOW + 20.25, "timed out"),
+                           (c.id, NOW + 30, "HTTP 503")])
+    for item, at, error in ((a, NOW + 10.5, "HTTP 503"), (b, NOW + 20.25, "timed out"),
+                            (c, NOW + 30, "HTTP 503")):
+        r = row(item)
+        assert (r.next_attempt_at.timestamp(), r.last_error) == (at, error)
+        assert r.attempts == 1 and r.status == "pending" and r.locked_until is None
+    r = row(untouched)
+    assert r.attempts == 0 and r.locked_until is not None and r.last_error == ""
+    assert [i.id for i in outbox.claim(limit=10, now=NOW + 10.5, lease=60)] == [a.id]
+    [again] = outbox.claim(limit=10, now=NOW + 20.25, lease=60)
+    assert again.id == b.id and again.attempts == 1 and again.last_error == "timed out"
+
+
+def test_retry_many_with_one_time_and_error_for_all(outbox):
+    items = [make_item(n) for n in range(3)]
+    outbox.enqueue(items)
+    outbox.retry_many([(i.id, NOW + 5, "same") for i in items])
+    assert {(r.next_attempt_at.timestamp(), r.last_error, r.attempts)
+            for r in OutboxMessage.objects.all()} == {(NOW + 5, "same", 1)}
+
+
+def test_defer_many_reschedules_without_counting_an_attempt(outbox, django_assert_num_queries):
+    a, b = make_item(1), make_item(2)
+    outbox.enqueue([a, b])
+    outbox.claim(limit=10, now=NOW, lease=60)
+    outbox.retry(a.id, at=NOW, error="HTTP 503")  # one real attempt
+    outbox.claim(limit=10, now=NOW, lease=60)
+    with django_assert_num_queries(1):
+        outbox.defer_many([(a.id, NOW + 120, "not sent: breaker open"),
+                           (b.id, NOW + 90, "not sent: Retry-After")])
+    assert (row(a).attempts, row(a).last_error) == (1, "not sent: breaker open")
+    assert (row(b).attempts, row(b).last_error) == (0, "not sent: Retry-After")
+    assert row(a).next_attempt_at.timestamp() == NOW + 120 and row(a).locked_until is None
+    assert outbox.claim(limit=10, now=NOW + 89, lease=60) == []
+    assert [i.id for i in outbox.claim(limit=10, now=NOW + 90, lease=60)] == [b.id]
+
+
+def test_dead_many_dead_letters_each_with_its_own_error(outbox, django_assert_num_queries):
+    a, b, alive = make_item(1), make_item(2), make_item(3)
+    outbox.enqueue([a, b, alive])
+    outbox.claim(limit=10, now=NOW, lease=60)
+    with django_assert_num_queries(1):
+        outbox.dead_many([(a.id, "HTTP 400: bad event"), (b.id, "y" * 20_000)])
+    letters = {i.id: i for i in outbox.dead_letters()}
+    assert set(letters) == {a.id, b.id}
+    assert letters[a.id].last_error == "HTTP 400: bad event" and letters[a.id].attempts == 1
+    assert letters[b.id].last_error == "y" * 10_000  # truncated like dead()
+    assert row(a).next_attempt_at.timestamp() == NOW  # untouched
+    assert row(alive).status == "pending" and row(alive).attempts == 0
+
+
+def test_batch_forms_ignore_unknown_ids_and_do_nothing_for_nothing(
+    outbox, django_assert_num_queries
+):
+    item = make_item(1)
+    outbox.enqueue([item])
+    with django_assert_num_queries(0):
+        outbox.retry_many([])
+        outbox.defer_many([])
+        outbox.dead_many([])
+        outbox.complete([])
+    outbox.retry_many([("no-such-id", NOW + 5, "x")])
+    outbox.defer_many([("no-such-id", NOW + 5, "x")])
+    outbox.dead_many([("no-such-id", "x")])
+    r = row(item)
+    assert (r.status, r.attempts, r.last_error) == ("pending", 0, "")
+
+
+def test_large_batches_are_written_in_chunks(outbox):
+    from persona_django import stores as stores_module
+
+    items = [make_item(n) for n in range(40)]
+    outbox.enqueue(items)
+    old = stores_module._IN_CHUNK
+    stores_module._IN_CHUNK = 9  # 3 entries per UPDATE, 9 ids per complete
+    try:
+        outbox.retry_many([(i.id, NOW + n, f"e{n}") for n, i in enumerate(items[:20])])
+        outbox.dead_many([(i.id, f"d{n}") for n, i in enumerate(items[20:30])])
+        outbox.complete([i.id for i in items[30:]])
+    finally:
+        stores_module._IN_CHUNK = old
+    for n, item in enumerate(items[:20]):
+        r = row(item)
+        assert (r.next_attempt_at.timestamp(), r.last_error, r.attempts) == (NOW + n, f"e{n}", 1)
+    assert [row(i).last_error for i in items[20:30]] == [f"d{n}" for n in range(10)]
+    assert {row(i).status for i in items[30:]} == {"done"}
+
+
+def test_deliver_once_writes_outcomes_back_in_a_few_statements(
+    outbox, django_assert_max_num_queries
+):
+    items = [make_item(n) for n in range(6)]
+    ok, later, bad, withheld, held, lost = items
+
+    def answer(batch):
+        return DeliveryResult(
+            delivered=frozenset({ok.id}),
+            retry={later.id: 120.0, held.id: 60.0},
+            failed={bad.id: "400 unknown event"},
+            errors={later.id: "HTTP 429 from Crm: slow down", held.id: "not sent: breaker open"},
+            deferred=frozenset({held.id}),
+        )
+
+    outbox.enqueue(items)
+    # claim, complete(withheld), complete(ok), retry_many, defer_many, dead_many
+    with django_assert_max_num_queries(6):
+        report = deliver_once(outbox, {"crm": RecordingSink(answer=answer)},
+                              allowed=lambda i: i.id != withheld.id, now=NOW,
+                              backoff=Backoff(base=1, cap=10, max_attempts=5))
+    assert (report.delivered, report.retried, report.dead, report.withheld, report.deferred) == (
+        1, 3, 1, 1, 1)
+    assert row(later).last_error == "HTTP 429 from Crm: slow down" and row(later).attempts == 1
+    assert row(lost).last_error == "vendor asked to retry" and row(lost).attempts == 1
+    assert row(held).attempts == 0 and row(held).last_error == "not sent: breaker open"
+    assert row(held).next_attempt_at.timestamp() >= NOW + 60
+    assert row(bad).status == "dead" and row(withheld).status == "done"
+
+
+# -- enqueue and claim ------------------------------------------------------------------------
+
+
+def test_a_single_enqueue_reuses_its_statement_and_binds_what_django_would(outbox):
+    item = make_item(1, at=NOW + 0.123456)
+    DatabaseOutbox._insert_sql.clear()
+    assert outbox.enqueue([item]) == 1
+    key = (connection.alias, connection.vendor)
+    assert list(DatabaseOutbox._insert_sql) == [key]
+    sql = DatabaseOutbox._insert_sql[key]
+    assert outbox.enqueue([item]) == 0  # idempotent by id, same statement
+    assert DatabaseOutbox._insert_sql[key] is sql
+    # the parameters are what the model fields would have prepared
+    fields = [OutboxMessage._meta.get_field(name) for name in DatabaseOutbox._FIELDS]
+    model = DatabaseOutbox._row(item)
+    expected = [f.get_db_prep_save(getattr(model, f.attname), connection) for f in fields]
+    got = DatabaseOutbox._insert_params(item, connection)
+
+    def plain(value):  # psycopg's Jsonb wrapper on PostgreSQL
+        return getattr(value, "obj", value)
+
+    assert [plain(v) for v in got] == [plain(v) for v in expected]
+    [claimed] = outbox.claim(limit=1, now=NOW + 1, lease=60)
+    assert claimed == item
+
+
+def test_claim_is_one_statement_and_reads_times_exactly(outbox, django_assert_num_queries):
+    items = [make_item(n, at=NOW - 1 + n * 0.000001 + 0.123456) for n in range(5)]
+    outbox.enqueue(list(reversed(items)))
+    with django_assert_num_queries(1):
+        claimed = outbox.claim(limit=10, now=NOW + 1, lease=60)
+    assert claimed == items  # oldest first, every time to the microsecond
+    assert OutboxMessage.objects.filter(locked_until__isnull=False).count() == 5
+
+
+def test_the_claim_uses_the_claim_index(outbox):
+    """The claim statement finds due items through the claim index, in its order: no sort
+    of every due row (EXPLAIN of the statement the claim really runs)."""
+    outbox.enqueue([make_item(n) for n in range(3)])
+    statements = []
+
+    def capture(execute, sql, params, many, context):
+        statements.append((sql, params))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(capture):
+        assert len(outbox.claim(limit=500, now=NOW, lease=60)) == 3
+    [(sql, params)] = statements
+    with connection.cursor() as cursor:
+        if BACKEND == "postgres":
+            cursor.execute("SET LOCAL enable_seqscan = off")  # 3 rows: make the plan honest
+        prefix = "EXPLAIN " if BACKEND == "postgres" else "EXPLAIN QUERY PLAN "
+        cursor.execute(prefix + sql, params)
+        plan = " ".join(str(r) for r in cursor.fetchall())
+    assert "persona_outbox_claim" in plan, plan
+    assert "Sort" not in plan and "TEMP B-TREE" not in plan, plan  # the index gives the order
+
+
+@pytest.mark.skipif(BACKEND != "postgres", reason="PostgreSQL-only storage settings")
+def test_postgresql_table_has_no_pattern_indexes_and_room_for_hot_updates():
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT indexname FROM pg_indexes WHERE tablename = %s",
+                       [OutboxMessage._meta.db_table])
+        names = {r[0] for r in cursor.fetchall()}
+        cursor.execute("SELECT reloptions FROM pg_class WHERE relname = %s",
+                       [OutboxMessage._meta.db_table])
+        [(options,)] = cursor.fetchall()
+    assert "persona_outbox_claim" in names and "persona_outbox_due" not in names
+    assert not any(n.endswith("_like") for n in names), names
+    assert "fillfactor=50" in (options or []), options

@@ -488,3 +488,99 @@ def test_a_stale_local_identity_entry_after_an_erase_elsewhere_heals_itself():
     result = here.page(anonymous_id="v1")
     assert result.applied and result.profile.id != first.id
     assert here.profile_for(Identity.anonymous("v1")).behaviour.page_views.total == 1
+
+
+# -- load_many --------------------------------------------------------------------------------
+
+
+def test_load_many_warm_is_one_cache_read_and_no_queries(store, committed,
+                                                          django_assert_num_queries):
+    profiles = [Profile() for _ in range(3)]
+    with committed():
+        for p in profiles:
+            store.save(p)
+    ids = [p.id for p in profiles]
+    calls = []
+    real = store._get_many
+    store._get_many = lambda keys: calls.append(list(keys)) or real(keys)
+    with django_assert_num_queries(0):
+        got = store.load_many([*ids, ids[0]])
+    assert calls == [[profile_key(i) for i in ids]]  # one get_many for the batch
+    assert got == {p.id: p for p in profiles}
+    assert all(got[p.id].revision == 1 for p in profiles)
+    got[ids[0]].set_trait("x", 1, source="t", at=1)  # private copies
+    assert store.load(ids[0]).trait("x") is None
+
+
+def test_load_many_reads_the_misses_in_one_query_and_fills_the_cache(
+    store, committed, django_assert_num_queries
+):
+    profiles = [Profile() for _ in range(4)]
+    with committed():
+        for p in profiles:
+            store.save(p)
+    drop(*(profile_key(p.id) for p in profiles[1:]))
+    with django_assert_num_queries(1):
+        got = store.load_many([p.id for p in profiles])
+    assert got == {p.id: p for p in profiles}
+    with django_assert_num_queries(0):
+        assert store.load_many([p.id for p in profiles]) == got
+
+
+def test_load_many_leaves_out_missing_and_erased_ids_and_follows_aliases(store, committed):
+    keep, gone, erased = (Profile() for _ in range(3))
+    with committed():
+        for p in (keep, gone, erased):
+            store.save(p)
+    merged = store.load(keep.id)
+    merged.aliases.add(gone.id)
+    with committed():
+        store.save(merged)
+        store.delete(erased.id)
+    got = store.load_many([keep.id, gone.id, erased.id, "no-such-id"])
+    assert set(got) == {keep.id, gone.id}
+    assert got[gone.id].id == keep.id and got[keep.id].id == keep.id
+    assert store.load_many([]) == {}
+
+
+def test_load_many_inside_an_open_transaction_sees_own_writes(store):
+    p = store.save(Profile())  # not committed: its cache key is dirty for this thread
+    p.set_trait("plan", "pro", source="t", at=1)
+    store.save(p)
+    got = store.load_many([p.id])
+    assert got[p.id].trait("plan") == "pro" and got[p.id].revision == 2
+    assert cache().get(profile_key(p.id)) is None  # nothing uncommitted reached the cache
+
+
+def test_load_many_uses_the_database_when_the_cache_fails(store, committed, monkeypatch):
+    p = Profile()
+    with committed():
+        store.save(p)
+
+    class Broken:
+        def get_many(self, keys):
+            raise ConnectionError("cache down")
+
+        def add(self, *args, **kwargs):
+            raise ConnectionError("cache down")
+
+    monkeypatch.setattr(DatabaseProfileStore, "cache", property(lambda self: Broken()))
+    assert store.load_many([p.id, "no-such-id"]) == {p.id: p}
+
+
+def test_load_many_of_many_ids_is_chunked(store, committed, django_assert_max_num_queries):
+    from persona_django import stores as stores_module
+
+    profiles = [Profile() for _ in range(7)]
+    with committed():
+        for p in profiles:
+            store.save(p)
+    drop(*(profile_key(p.id) for p in profiles))
+    old = stores_module._IN_CHUNK
+    stores_module._IN_CHUNK = 3
+    try:
+        with django_assert_max_num_queries(3):  # ceil(7 / 3) queries
+            got = store.load_many([p.id for p in profiles])
+    finally:
+        stores_module._IN_CHUNK = old
+    assert got == {p.id: p for p in profiles}
