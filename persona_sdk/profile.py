@@ -213,6 +213,9 @@ class Profile:
     recent_message_ids: list[str] = attrs.Factory(list)
     #: Store-managed version for optimistic concurrency; not part of the person's data.
     revision: int = attrs.field(default=0, eq=False)
+    #: Set while this profile is being merged into that one (see ``Persona.merge``): an
+    #: update aimed at it is applied to that profile instead (``update_profile`` follows it).
+    merged_into: str | None = attrs.field(default=None, eq=False)
 
     # -- reading ---------------------------------------------------------------------------
     def trait(self, name: str, default: Any = None) -> Any:
@@ -256,6 +259,7 @@ class Profile:
             experiments=dict(self.experiments),
             recent_message_ids=list(self.recent_message_ids),
             revision=self.revision,
+            merged_into=self.merged_into,
         )
 
     # -- JSON ------------------------------------------------------------------------------
@@ -309,6 +313,7 @@ class Profile:
             "segments": dict(sorted(self.segments.items())),
             "experiments": dict(sorted(self.experiments.items())),
             "recent_message_ids": list(self.recent_message_ids),
+            **({"merged_into": self.merged_into} if self.merged_into is not None else {}),
         }
 
     @classmethod
@@ -378,6 +383,7 @@ class Profile:
             segments=dict(d["segments"]),
             experiments=dict(d["experiments"]),
             recent_message_ids=list(d.get("recent_message_ids", [])),
+            merged_into=None if d.get("merged_into") is None else str(d["merged_into"]),
         )
 
 

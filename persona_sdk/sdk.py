@@ -309,10 +309,14 @@ class Persona:
 
     def decide(self, slot: Slot | str, subject: Subject) -> Decision:
         """Decide ``slot`` for ``subject``; never raises for a known slot (errors → the default)."""
-        if isinstance(slot, str):
-            slot = self.slot(slot)
-        gpc = bool(subject.context.get("gpc", False))
-        return self.engine.decide(slot, subject, gpc=gpc)
+        if type(slot) is str:
+            found = self.slots.get(slot)
+            slot = found if found is not None else self.slot(slot)  # raises UnknownSlotError
+        elif not isinstance(slot, Slot):
+            slot = self.slot(slot)  # a str subclass, say
+        # positional, not keyword, arguments: this is the hot path of every page
+        gpc = True if subject.context.get("gpc") else False
+        return self.engine.decide(slot, subject, gpc)
 
     def record_exposure(
         self, profile_id: str | None, decision: Decision, *, channel: str = "web", gpc: bool = False
@@ -508,8 +512,11 @@ class Persona:
                         continue
                     if not self.may(target, "analytics", gpc=gpc):
                         raise _NoConsent(target)
-                    for other in found[1:]:
-                        target = self.merge(target.id, other)
+                    try:
+                        for other in found[1:]:
+                            target = self.merge(target.id, other)
+                    except ConcurrentUpdateError:
+                        continue  # merged the other way round concurrently: look up again
                     found = [target.id]
                 if found:
                     try:
@@ -553,10 +560,17 @@ class Persona:
         return IngestResult(profile, True, queued, "applied", tuple(entered), tuple(exited))
 
     def _enqueue(self, profile: Profile, event: Event) -> int:
-        items = []
-        now = self.clock()
-        for sink in self.registry.sinks.values():
-            if not all(self.may(profile, p) for p in sink.purposes):
+        """Queue ``event`` for every sink whose purposes the profile granted (the consent
+        gate, :meth:`may`) and that accepts it: one ``outbox.enqueue`` call for all of them
+        (the Django outbox: one INSERT). What a request pays per event for forwarding."""
+        sinks = self.registry.sinks
+        if not sinks:
+            return 0
+        items: list[OutboxItem] = []
+        now = 0.0
+        for sink in sinks.values():
+            purposes = sink.purposes
+            if not all(self.may(profile, p) for p in purposes):
                 continue
             try:
                 if not sink.accepts(event):
@@ -564,12 +578,14 @@ class Persona:
             except Exception:
                 log.exception("sink %r failed in accepts(); event not queued for it", sink.name)
                 continue
+            if not items:
+                now = self.clock()
             items.append(
                 OutboxItem.for_event(
                     event,
                     sink=sink.name,
                     profile_id=profile.id,
-                    purposes=tuple(sink.purposes),
+                    purposes=tuple(purposes),
                     now=now,
                 )
             )
@@ -613,35 +629,80 @@ class Persona:
                 profile = result.profile or profile
         return profile
 
-    def merge(self, into_id: str, other_id: str) -> Profile:
+    def merge(self, into_id: str, other_id: str, *, _depth: int = 0) -> Profile:
         """Merge profile ``other_id`` into ``into_id`` (see
-        :func:`~persona_sdk.profile.merge_profiles`); return the merged profile."""
-        other = self.store.load(other_id)
-        if other is None:
-            loaded = self.store.load(into_id)
-            if loaded is None:
-                raise LookupError(f"no profile {into_id!r}")
-            return loaded
-        if other.id == into_id:
-            return other
+        :func:`~persona_sdk.profile.merge_profiles`); return the merged profile.
 
-        def change(profile: Profile) -> Profile:
-            merged = merge_profiles(profile, other)
-            merged.revision = profile.revision
-            return merged
+        Safe against concurrent events: ``other`` is first marked ``merged_into`` (a
+        revision bump, so an update based on what it was before fails and is retried), and
+        from then on every update aimed at it is applied to ``into`` instead (see
+        :func:`~persona_sdk.stores.update_profile`). Only then is it read, merged and
+        deleted, so no event can land on it between the read and the delete. A merge that
+        fails clears the mark again. Two profiles merged into each other at once (two
+        requests seeing the same person's identities the other way round) are a cycle that
+        :func:`~persona_sdk.stores.update_profile` refuses: one merge backs off with
+        :class:`~persona_sdk.errors.ConcurrentUpdateError` (``ingest`` looks up again).
+        """
+        resolved = self.store.resolve_id(other_id)
+        if resolved is None:
+            return self._load_or_fail(into_id)
+        other_id = resolved
+        if other_id == into_id:
+            return self._load_or_fail(into_id)
+
+        def freeze(profile: Profile) -> str | None:
+            """Mark ``profile`` as merging into ``into_id``; return where else it already
+            merges, if it does."""
+            if profile.merged_into not in (None, into_id):
+                return profile.merged_into
+            profile.merged_into = into_id
+            return None
+
+        try:
+            other, elsewhere = update_profile(self.store, other_id, freeze, follow_merges=False)
+        except LookupError:  # gone meanwhile (erased, or merged away and deleted)
+            return self._load_or_fail(into_id)
+        if elsewhere is not None:
+            # a concurrent merge is taking it into another profile: the person is all three,
+            # so bring that one in too (it will follow its own mark to us if it merges on)
+            if _depth >= 4:
+                raise ConcurrentUpdateError(f"profile {other_id!r} keeps being merged; retry")
+            return self.merge(into_id, elsewhere, _depth=_depth + 1)
 
         def apply(profile: Profile) -> None:
-            merged = change(profile)
+            merged = merge_profiles(profile, other)
+            merged.revision = profile.revision
+            merged.merged_into = profile.merged_into
             for field in attrs.fields(Profile):
                 setattr(profile, field.name, getattr(merged, field.name))
 
-        saved, _ = update_profile(self.store, into_id, apply)
-        if self.store.resolve_id(other.id) == other.id:
+        try:
+            saved, _ = update_profile(self.store, into_id, apply)
+        except BaseException:
+            self._unfreeze(other_id, into_id)
+            raise
+        if self.store.resolve_id(other.id) == other.id:  # still stored under its own id
             self.store.delete(other.id)
         self.ledger.reassign(other.id, saved.id)
         self.outbox.reassign(other.id, saved.id)
         self.pm.hook.persona_profile_merged(into=saved, merged_id=other.id, persona=self)
         return saved
+
+    def _load_or_fail(self, profile_id: str) -> Profile:
+        loaded = self.store.load(profile_id)
+        if loaded is None:
+            raise LookupError(f"no profile {profile_id!r}")
+        return loaded
+
+    def _unfreeze(self, profile_id: str, into_id: str) -> None:
+        def thaw(profile: Profile) -> None:
+            if profile.merged_into == into_id:
+                profile.merged_into = None
+
+        try:
+            update_profile(self.store, profile_id, thaw, follow_merges=False)
+        except LookupError:
+            pass
 
     def erase(self, identity: Identity) -> dict[str, Any]:
         """Forget a person: plugins first (``persona_erase``), then pending outbox items,
@@ -691,14 +752,23 @@ class Persona:
     ) -> DeliveryReport:
         """One delivery pass over the outbox (the worker loop calls this). ``lease``: how
         long claimed items stay this worker's before another may take them (a worker that
-        died mid-batch holds its items this long)."""
-        profiles: dict[str, Profile | None] = {}
+        died mid-batch holds its items this long).
+
+        Consent is re-checked for every item through :meth:`may`, on the profiles as they
+        are now: the claimed batch's profiles are read with one ``store.load_many`` (one
+        cache round trip for the batch, not one per item); an item whose profile is gone
+        (erased) or whose purpose was withdrawn since it was queued is withheld, not sent."""
+        from collections.abc import Sequence
+
+        from .stores import load_many
+
+        profiles: dict[str, Profile] = {}
+
+        def prefetch(items: Sequence[OutboxItem]) -> None:
+            profiles.update(load_many(self.store, {item.profile_id for item in items}))
 
         def allowed(item: OutboxItem) -> bool:
-            # consent re-checked at delivery; each profile loaded once per pass
-            if item.profile_id not in profiles:
-                profiles[item.profile_id] = self.store.load(item.profile_id)
-            profile = profiles[item.profile_id]
+            profile = profiles.get(item.profile_id)
             return profile is not None and all(self.may(profile, p) for p in item.purposes)
 
         return deliver_once(
@@ -709,6 +779,7 @@ class Persona:
             limit=limit,
             lease=lease,
             backoff=backoff,
+            prefetch=prefetch,
         )
 
     def check(self) -> list[CheckMessage]:
