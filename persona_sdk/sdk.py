@@ -318,6 +318,35 @@ class Persona:
         gpc = True if subject.context.get("gpc") else False
         return self.engine.decide(slot, subject, gpc)
 
+    def decide_or_default(self, slot: Slot | str, subject: Subject) -> Decision:
+        """:meth:`decide` for a page or an email, which must render whatever happens: never
+        raises. An unknown slot name, or anything unexpected, yields a default decision with
+        reason ``error`` (and a log line) instead."""
+        name = slot if isinstance(slot, str) else slot.name
+        try:
+            return self.decide(slot, subject)
+        except UnknownSlotError as exc:
+            log.warning("persona: %s", exc)
+            return Decision(
+                name,
+                "default",
+                Reason.ERROR,
+                "none",
+                True,
+                details={"error": "unknown slot"},
+                explainer=lambda: f"slot {name!r} is not defined: default content",
+            )
+        except Exception:
+            log.exception("persona: deciding slot %r failed; showing its default", name)
+            return Decision(
+                name,
+                "default",
+                Reason.ERROR,
+                "none",
+                True,
+                explainer=lambda: "error while deciding: default content",
+            )
+
     def record_exposure(
         self, profile_id: str | None, decision: Decision, *, channel: str = "web", gpc: bool = False
     ) -> bool:

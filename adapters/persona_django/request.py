@@ -16,7 +16,7 @@ from django.core import signing
 from django.http import HttpRequest
 
 from persona_sdk import Decision, Identity, IngestResult, Persona, Profile, RequestInfo, Slot
-from persona_sdk.errors import PersonaError, UnknownSlotError
+from persona_sdk.errors import PersonaError
 from persona_sdk.rules.subject import Subject
 
 if TYPE_CHECKING:
@@ -157,32 +157,11 @@ class RequestPersona:
         cached = self.decisions.get(name)
         if cached is not None:
             return cached
-        try:
-            if self.preview is not None and name in self.preview:
-                decision = self._forced(slot, self.preview[name])
-            else:
-                decision = self.persona.decide(slot, self.subject)
-        except UnknownSlotError as exc:
-            log.warning("persona: %s", exc)
-            decision = Decision(
-                name,
-                "default",
-                "error",
-                "none",
-                True,
-                details={"error": "unknown slot"},
-                explainer=lambda: f"slot {name!r} is not defined: default content",
-            )
-        except Exception:
-            log.exception("persona: deciding slot %r failed; showing its default", name)
-            decision = Decision(
-                name,
-                "default",
-                "error",
-                "none",
-                True,
-                explainer=lambda: "error while deciding: default content",
-            )
+        forced = self.preview.get(name) if self.preview is not None else None
+        if forced is not None and (not isinstance(slot, str) or name in self.persona.slots):
+            decision = self._forced(slot, forced)
+        else:
+            decision = self.persona.decide_or_default(slot, self.subject)
         self.decisions[name] = decision
         if edge:
             self.edge = True

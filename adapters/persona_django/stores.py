@@ -594,20 +594,8 @@ class DatabaseOutbox:
         "last_error",
         "locked_until",
     )
-    #: what ``claim`` reads back (the order ``_item_from_raw`` expects)
-    _READ = (
-        "id",
-        "sink",
-        "message_id",
-        "profile_id",
-        "payload",
-        "purposes",
-        "created_at",
-        "attempts",
-        "next_attempt_at",
-        "status",
-        "last_error",
-    )
+    #: what ``claim`` reads back (the order ``_item_from_raw`` expects): all but the lease
+    _READ = _FIELDS[:-1]
     #: the one-row INSERT per (database alias, vendor), compiled by Django on first use;
     #: the table's schema does not change while the process runs
     _insert_sql: ClassVar[dict[tuple[str, str], str]] = {}

@@ -74,7 +74,7 @@ from django.utils.safestring import SafeString, mark_safe
 
 from persona_django.templatetags.persona import PersonalizeNode
 from persona_sdk import Decision, Identity, Persona, Profile, Slot
-from persona_sdk.errors import PersonaError, UnknownSlotError
+from persona_sdk.errors import PersonaError
 from persona_sdk.rules.subject import Subject
 
 from .audience import email_of
@@ -163,28 +163,7 @@ class EmailPersona:
         cached = self.decisions.get(name)
         if cached is not None:
             return cached
-        try:
-            decision = self.persona.decide(slot, self.subject)
-        except UnknownSlotError:
-            decision = Decision(
-                name,
-                "default",
-                "error",
-                "none",
-                True,
-                details={"error": "unknown slot"},
-                explainer=lambda: f"slot {name!r} is not defined: default content",
-            )
-        except Exception:
-            log.exception("persona_email: deciding slot %r failed; using its default", name)
-            decision = Decision(
-                name,
-                "default",
-                "error",
-                "none",
-                True,
-                explainer=lambda: "error while deciding: default content",
-            )
+        decision = self.persona.decide_or_default(slot, self.subject)
         self.decisions[name] = decision
         self.personalized = True
         return decision

@@ -17,21 +17,24 @@ from persona_sdk.stores import InMemoryProfileStore
 NOW = 1_795_435_200.0
 
 
-class InterleavingStore(InMemoryProfileStore):
-    """Calls ``before_merged_save`` once, just before saving a profile that has absorbed
-    ``watched`` (a profile id) as an alias."""
+class InterleavingSaves:
+    """A store mixin: calls ``before_merged_save`` once, just before saving a profile that
+    has absorbed ``watched`` (a profile id) as an alias."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.watched: str | None = None
-        self.before_merged_save: Callable[[], object] | None = None
+    watched: str | None = None
+    before_merged_save: Callable[[], object] | None = None
 
     def save(self, profile: Profile) -> Profile:
         hook = self.before_merged_save
         if hook is not None and self.watched in profile.aliases:
             self.before_merged_save = None
             hook()
-        return super().save(profile)
+        saved: Profile = super().save(profile)  # type: ignore[misc]
+        return saved
+
+
+class InterleavingStore(InterleavingSaves, InMemoryProfileStore):
+    """The in-memory store with the hook."""
 
 
 @pytest.fixture

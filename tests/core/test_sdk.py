@@ -281,3 +281,24 @@ def test_only_profile_segments_are_kept_on_the_profile(make_persona):
                            context={"device": {"type": "mobile"}}, timestamp=NOW)
     assert result.entered == ("buyer",)
     assert set(result.profile.segments) == {"buyer"}
+
+
+def test_decide_or_default_never_raises_for_a_page_or_an_email(persona, caplog):
+    subject = persona.subject(None, {}, now=NOW)
+    with pytest.raises(LookupError):
+        persona.decide("no-such-slot", subject)
+    unknown = persona.decide_or_default("no-such-slot", subject)
+    assert (unknown.slot, unknown.variant, unknown.reason, unknown.is_default) == (
+        "no-such-slot", "default", Reason.ERROR, True)
+    assert unknown.details == {"error": "unknown slot"}
+    assert "not defined" in unknown.explanation
+
+    class BrokenContext(dict):
+        def get(self, *args):
+            raise RuntimeError("boom")
+
+    broken = persona.decide_or_default("hero", persona.subject(None, BrokenContext(), now=NOW))
+    assert (broken.variant, broken.reason) == ("default", Reason.ERROR)
+    assert "deciding slot 'hero' failed" in caplog.text
+    # a healthy decision goes through unchanged
+    assert persona.decide_or_default("hero", subject).reason == Reason.DEFAULT

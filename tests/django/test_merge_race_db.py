@@ -4,13 +4,13 @@ Redis with ``PERSONA_TEST_BACKEND=postgres``): see tests/core/test_merge_race.py
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 
 import pytest
 
 from persona_django.stores import DatabaseConsentLedger, DatabaseOutbox, DatabaseProfileStore
-from persona_sdk import ConsentPolicy, Identity, Persona, Profile
+from persona_sdk import ConsentPolicy, Identity, Persona
 from persona_sdk.plugins import make_plugin_manager
+from tests.core.test_merge_race import InterleavingSaves
 
 NOW = 1_795_435_200.0
 
@@ -22,24 +22,15 @@ def own_cache_namespace(settings):
     settings.CACHES = conf
 
 
-class InterleavingStore(DatabaseProfileStore):
-    """Calls ``before_merged_save`` once, just before saving a profile that has absorbed
-    ``watched`` as an alias: the moment another request could write the merged-away one."""
-
-    watched: str | None = None
-    before_merged_save: Callable[[], object] | None = None
-
-    def save(self, profile: Profile) -> Profile:
-        hook = self.before_merged_save
-        if hook is not None and self.watched in profile.aliases:
-            self.before_merged_save = None
-            hook()
-        return super().save(profile)
+class InterleavingStore(InterleavingSaves, DatabaseProfileStore):
+    """The Django store, with the hook of the core test."""
 
 
 @pytest.mark.django_db(transaction=True)
 def test_an_event_landing_on_the_anonymous_profile_during_a_merge_is_kept() -> None:
     store = InterleavingStore()
+    store.watched = None
+    store.before_merged_save = None
     persona = Persona(
         store=store, ledger=DatabaseConsentLedger(), outbox=DatabaseOutbox(),
         policy=ConsentPolicy(mode="opt-out"), plugin_manager=make_plugin_manager(),
