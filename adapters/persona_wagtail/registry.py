@@ -170,6 +170,20 @@ def admin_definitions(*, exclude_pk: Any = None) -> dict[str, dict[str, Any]]:
     }
 
 
+def _segment_table_missing() -> bool:
+    from django.db import connections, router
+
+    from .models import Segment
+
+    try:
+        connection = connections[router.db_for_read(Segment)]
+        if connection.in_atomic_block and connection.needs_rollback:
+            return False  # cannot ask now; keep the warning
+        return Segment._meta.db_table not in connection.introspection.table_names()
+    except DatabaseError:
+        return False
+
+
 def _name_in(where: str) -> str | None:
     match = re.match(r"^segments\.([^.\[]+)", where or "")
     return match.group(1) if match else None
@@ -226,7 +240,12 @@ def sync(persona: Persona, token: str | None = None) -> SegmentRegistry:
         try:
             definitions = admin_definitions()
         except DatabaseError as exc:
-            log.warning(
+            # Before `migrate` has created the table (e.g. while `migrate` itself runs the
+            # system checks on a new database) this is expected: say so quietly; Django
+            # itself warns about unapplied migrations. Any other database error is a warning.
+            level = logging.INFO if _segment_table_missing() else logging.WARNING
+            log.log(
+                level,
                 "persona: cannot read the admin segments (%s); using the code segments only. "
                 "Has `manage.py migrate` run?",
                 exc,
