@@ -44,6 +44,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from operator import methodcaller
 from typing import Any, Final
@@ -714,7 +715,7 @@ _TYPE_TESTS: Final[dict[str, Callable[[Any], bool]]] = {
 # --------------------------------------------------------------------------------------------
 
 
-class _Node:
+class _Node(ABC):
     """A document-level condition: ``pred(subject)`` and ``explain(subject)``."""
 
     __slots__ = ("pred",)
@@ -722,11 +723,12 @@ class _Node:
     def __init__(self, pred: Predicate) -> None:
         self.pred = pred
 
+    @abstractmethod
     def explain(self, subject: Any) -> tuple[bool, str]:
-        raise NotImplementedError
+        """Whether the condition holds for ``subject``, and a sentence saying why."""
 
 
-class _VNode:
+class _VNode(ABC):
     """A condition on one field's value; ``pred`` already includes the field's getter."""
 
     __slots__ = ("pred",)
@@ -734,8 +736,9 @@ class _VNode:
     def __init__(self, pred: Predicate) -> None:
         self.pred = pred
 
+    @abstractmethod
     def explain(self, subject: Any, name: str, value: Any) -> tuple[bool, str]:
-        raise NotImplementedError
+        """Whether the field's ``value`` (called ``name``) meets it, and why."""
 
 
 class _VOp(_VNode):
