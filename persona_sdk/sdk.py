@@ -17,7 +17,7 @@ profile write without ``analytics``, nothing queued for a sink without that sink
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -54,7 +54,7 @@ from .rules.fields import profile_fields
 from .rules.subject import Subject
 from .segments import SegmentRegistry
 from .sources import fetch_traits
-from .stores import InMemoryProfileStore, ProfileStore, update_profile
+from .stores import InMemoryProfileStore, ProfileStore, load_many, update_profile
 
 __all__ = ["IngestResult", "Persona"]
 
@@ -787,10 +787,6 @@ class Persona:
         are now: the claimed batch's profiles are read with one ``store.load_many`` (one
         cache round trip for the batch, not one per item); an item whose profile is gone
         (erased) or whose purpose was withdrawn since it was queued is withheld, not sent."""
-        from collections.abc import Sequence
-
-        from .stores import load_many
-
         profiles: dict[str, Profile] = {}
 
         def prefetch(items: Sequence[OutboxItem]) -> None:

@@ -777,7 +777,8 @@ class DatabaseOutbox:
         sub_params = [OutboxMessage.PENDING, adapt(now), adapt(now)]
         columns = [f"{table}.{quote(meta.get_field(n).column)}" for n in self._READ]
         if skip_locked:  # PostgreSQL: read the times as POSIX seconds, not datetimes
-            for i in (6, 8):
+            for name in ("created_at", "next_attempt_at"):
+                i = self._READ.index(name)
                 columns[i] = f"EXTRACT(EPOCH FROM {columns[i]})::float8"
         returning = ", ".join(columns)
         if skip_locked:

@@ -159,18 +159,12 @@ def _fuse_context(key: str) -> Fuse:
 
 
 def _window_getter(counter: str, n: int) -> Getter:
-    """``behaviour.<counter>`` summed over the last ``n`` days, read from the counter's
-    memo when this day's sum is already known (no call), else through ``window``."""
+    """``behaviour.<counter>`` summed over the last ``n`` days. Its fused comparison reads
+    the counter's memo of this day's sums directly when the sum is known (no call)."""
     counter_of = operator.attrgetter(f"profile.behaviour.{counter}")
 
     def get(s: Subject) -> Any:
-        c: DayCounter = counter_of(s)
-        memo = c.window_memo
-        if memo is not None and memo[0] == s.today:
-            v = memo[1].get(n)
-            if v is not None:
-                return v
-        return c.window(n, s.today)
+        return counter_of(s).window(n, s.today)
 
     def fuse(op: str, arg: Any, generic: Predicate) -> Predicate | None:
         cmp = _NUMERIC.get(op)
