@@ -22,10 +22,13 @@ Measures, in one process, on the Django adapter's own stores (``DatabaseOutbox``
    nothing) and, of that, the consent re-check as ``Persona.deliver`` does it.
 2. **enqueue cost**: ``persona.track(...)`` for a consenting visitor with the Segment sink
    registered against the same call without it, interleaved; the difference is what
-   queueing costs a request. Measured in autocommit (Django's default: the outbox INSERT is
-   its own transaction) and inside ``transaction.atomic()`` (``ATOMIC_REQUESTS``: it joins
-   the request's transaction). Also the added work timed alone: ``persona._enqueue`` and,
-   of it, ``DatabaseOutbox.enqueue`` of one prepared item (the INSERT).
+   queueing costs a request. The outbox row is written inside the profile's save (a
+   transactional outbox): in its transaction on SQLite, in the same statement as the
+   profile's ``UPDATE`` on PostgreSQL. Measured in autocommit (Django's default) and inside
+   ``transaction.atomic()`` (``ATOMIC_REQUESTS``). Also, for comparison, the enqueue outside
+   a profile save (what a direct ``outbox.enqueue`` call costs: its own statement and
+   commit): ``persona._enqueue`` and, of it, ``DatabaseOutbox.enqueue`` of one prepared
+   item.
 
 This is a measurement, not a test: it prints medians next to the targets with PASS/MISS
 words and always exits 0 (a non-zero exit means the benchmark's own setup is broken). Every
@@ -595,8 +598,9 @@ def bench(args: argparse.Namespace) -> int:
     time_row("   persona.track, sink registered, in atomic()", enqueue["track_with_sink_atomic"])
     time_row("   persona.track, no sink, in atomic()", enqueue["track_without_sink_atomic"])
     diff_row("   difference (ATOMIC_REQUESTS)", enqueue["enqueue_difference_atomic"], None, "")
-    time_row("   persona._enqueue(profile, event) alone", enqueue["enqueue_only"])
-    time_row("     of which DatabaseOutbox.enqueue([item]) (the INSERT)",
+    time_row("   for comparison, outside a profile save: persona._enqueue(profile, event)",
+             enqueue["enqueue_only"])
+    time_row("     of which DatabaseOutbox.enqueue([item]) (INSERT + its own commit)",
              enqueue["outbox_enqueue_one"])
 
     widths = [max(len(r[i]) for r in rows) for i in range(5)]

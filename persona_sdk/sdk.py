@@ -6,7 +6,8 @@ slots and the decision engine — and is what adapters (Django, email, the CLI) 
 * ``context(request)`` → the request context; ``subject(profile, context)`` → what rules read;
 * ``decide(slot, subject)`` → a :class:`~persona_sdk.decisions.Decision`;
 * ``track`` / ``page`` / ``identify`` / ``alias`` / ``ingest`` → the profile is updated
-  before they return, and forwarding is queued in the outbox;
+  before they return, and forwarding is queued in the outbox in the same write (the Django
+  store: the same database transaction), so one is never kept without the other;
 * ``set_consent``, ``may``; ``merge``, ``erase``, ``export``; ``deliver`` (one worker pass).
 
 Every gate asks :func:`persona_sdk.consent.may`: no decision without ``personalization``, no
@@ -55,6 +56,7 @@ from .rules.subject import Subject
 from .segments import SegmentRegistry
 from .sources import fetch_traits
 from .stores import InMemoryProfileStore, ProfileStore, load_many, update_profile
+from .stores import save as save_profile
 
 __all__ = ["IngestResult", "Persona"]
 
@@ -378,8 +380,9 @@ class Persona:
                 p.experiments.setdefault(assignment[0], assignment[1])
             apply_event(p, event, self.behaviour)
 
-        saved, _ = update_profile(self.store, profile.id, change)
-        self._enqueue(saved, event)
+        saved, _ = update_profile(
+            self.store, profile.id, change, then=lambda p: self._enqueue(p, event)
+        )
         self.pm.hook.persona_exposure(
             profile=saved, decision=decision, channel=channel, persona=self
         )
@@ -498,7 +501,8 @@ class Persona:
         return ids
 
     def ingest(self, event: Event, *, gpc: bool = False) -> IngestResult:
-        """Apply ``event`` to its profile now, then queue it for the sinks.
+        """Apply ``event`` to its profile now and queue it for the sinks, in one write
+        (the outbox items are enqueued inside the profile's save: both commit or neither).
 
         Identity resolution: the event's identities (user id, email from identify traits,
         anonymous id, alias previous id) are looked up; if they belong to different
@@ -526,6 +530,12 @@ class Persona:
                 entered.extend(e)
                 exited.extend(x)
 
+        queued = [0]
+
+        def enqueue(saving: Profile) -> None:
+            # inside the profile's save: the event is queued in the same transaction
+            queued[0] = self._enqueue(saving, event) if applied[0] else 0
+
         profile: Profile | None = None
         for _attempt in range(5):
             found: list[str] = []
@@ -549,14 +559,16 @@ class Persona:
                     found = [target.id]
                 if found:
                     try:
-                        profile, _ = update_profile(self.store, found[0], change)
+                        profile, _ = update_profile(
+                            self.store, found[0], change, then=enqueue
+                        )
                     except LookupError:
                         continue  # a stale id (erased or merged away): look it up again
                 else:
                     new = Profile(created_at=event.timestamp)
                     change(new)
                     try:
-                        profile = self.store.save(new)
+                        profile = save_profile(self.store, new, enqueue)
                     except ConcurrentUpdateError:
                         continue  # created concurrently by another request: update that one
             except _NoConsent as refused:
@@ -566,7 +578,6 @@ class Persona:
             raise ConcurrentUpdateError("the event's profile kept changing; try again")
         if not applied[0]:
             return IngestResult(profile, False, reason="duplicate")
-        queued = self._enqueue(profile, event)
         if event.type == "track" and event.event in self.conversion_goals:
             value = event.properties.get("revenue", event.properties.get("value", 0))
             if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -586,12 +597,16 @@ class Persona:
             self.pm.hook.persona_segment_exited(
                 profile=profile, segment=name, at=event.timestamp, persona=self
             )
-        return IngestResult(profile, True, queued, "applied", tuple(entered), tuple(exited))
+        return IngestResult(profile, True, queued[0], "applied", tuple(entered), tuple(exited))
 
     def _enqueue(self, profile: Profile, event: Event) -> int:
         """Queue ``event`` for every sink whose purposes the profile granted (the consent
         gate, :meth:`may`) and that accepts it: one ``outbox.enqueue`` call for all of them
-        (the Django outbox: one INSERT). What a request pays per event for forwarding."""
+        (the Django outbox: one INSERT). What a request pays per event for forwarding.
+
+        Called from inside the save of the profile the event changed (``then``, see
+        :meth:`~persona_sdk.stores.ProfileStore.save`): the profile change and its outbox
+        items commit together or not at all (a transactional outbox)."""
         sinks = self.registry.sinks
         if not sinks:
             return 0

@@ -9,10 +9,18 @@ re-applies the change, so two concurrent updates never silently lose one another
 :meth:`ProfileStore.load_many` reads many profiles at once (the delivery worker re-checks
 the consent of a whole claimed batch with one call); :func:`load_many` calls it, or ``load``
 per id for a store written before it existed.
+
+A save can carry work that must commit with it: ``save(profile, then=...)`` runs ``then``
+inside the write, after the profile is written and before it is committed, and if ``then``
+raises the write is undone. The SDK queues an event's outbox items there (a transactional
+outbox): a profile that took an event has queued it for the sinks too, and a failed enqueue
+leaves the profile as it was. :func:`save` calls a store whose ``save`` predates ``then``
+the old way and runs ``then`` just after it (not atomic).
 """
 
 from __future__ import annotations
 
+import inspect
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol, TypeVar
@@ -23,7 +31,7 @@ from .errors import ConcurrentUpdateError
 from .identity import Identity
 from .profile import Profile
 
-__all__ = ["InMemoryProfileStore", "ProfileStore", "load_many", "update_profile"]
+__all__ = ["InMemoryProfileStore", "ProfileStore", "load_many", "save", "update_profile"]
 
 T = TypeVar("T")
 
@@ -45,10 +53,15 @@ class ProfileStore(Protocol):
                 out[profile_id] = profile
         return out
 
-    def save(self, profile: Profile) -> Profile:
+    def save(self, profile: Profile, *, then: Callable[[Profile], object] | None = None) -> Profile:
         """Write if ``profile.revision`` is the stored revision (0 = new); return the
         profile with its new revision; index its identities and aliases. Raises
-        ``ConcurrentUpdateError`` otherwise."""
+        ``ConcurrentUpdateError`` otherwise.
+
+        ``then`` (optional) is called with the profile inside the write: after the
+        revision check passed and the profile is written, before the write commits. If it
+        raises, nothing is written and the exception propagates. It is not called when the
+        revision check fails."""
         ...
 
     def delete(self, profile_id: str) -> bool:
@@ -79,6 +92,33 @@ def load_many(store: ProfileStore, profile_ids: Iterable[str]) -> dict[str, Prof
     return out
 
 
+_TAKES_THEN: dict[type, bool] = {}
+
+
+def save(
+    store: ProfileStore, profile: Profile, then: Callable[[Profile], object] | None = None
+) -> Profile:
+    """``store.save(profile, then=then)``; for a store whose ``save`` does not take
+    ``then`` (written before it existed), ``store.save(profile)`` and then ``then(profile)``
+    (the two are then not atomic)."""
+    if then is None:
+        return store.save(profile)
+    kind = type(store)
+    takes = _TAKES_THEN.get(kind)
+    if takes is None:
+        try:
+            params = inspect.signature(store.save).parameters.values()
+            takes = any(p.name == "then" or p.kind is p.VAR_KEYWORD for p in params)
+        except (TypeError, ValueError):  # no signature to read: assume the old one
+            takes = False
+        _TAKES_THEN[kind] = takes
+    if takes:
+        return store.save(profile, then=then)
+    saved = store.save(profile)
+    then(saved)
+    return saved
+
+
 #: how many ``merged_into`` links :func:`update_profile` follows before giving up
 MAX_MERGE_HOPS = 8
 
@@ -91,10 +131,14 @@ def update_profile(
     create: Callable[[], Profile] | None = None,
     attempts: int = 10,
     follow_merges: bool = True,
+    then: Callable[[Profile], object] | None = None,
 ) -> tuple[Profile, T]:
     """Load, change, save, retrying on a concurrent update. Returns (saved profile, result).
 
     ``change`` may run more than once; it must only mutate the profile it is given.
+    ``then`` is passed to the store's ``save`` (work that commits with the change, see
+    :meth:`ProfileStore.save`); it runs once per save attempt that passed the revision
+    check, so only the attempt that committed counts.
 
     A profile being merged into another (``merged_into`` set, see ``Persona.merge``) takes
     no more changes: the change is applied to the profile it is merging into, so an event
@@ -124,7 +168,7 @@ def update_profile(
             profile = create()
         result = change(profile)
         try:
-            return store.save(profile), result
+            return save(store, profile, then), result
         except ConcurrentUpdateError as exc:
             last = exc
     raise ConcurrentUpdateError(
@@ -188,7 +232,7 @@ class InMemoryProfileStore:
                     out[profile_id] = stored.copy()
         return out
 
-    def save(self, profile: Profile) -> Profile:
+    def save(self, profile: Profile, *, then: Callable[[Profile], object] | None = None) -> Profile:
         with self._lock:
             current = self._profiles.get(profile.id)
             current_revision = 0 if current is None else current.revision
@@ -197,6 +241,8 @@ class InMemoryProfileStore:
                     f"profile {profile.id} is at revision {current_revision}, "
                     f"the update was based on {profile.revision}"
                 )
+            if then is not None:
+                then(profile)  # before anything is stored: if it raises, nothing changed
             saved = profile.copy()
             saved.revision = current_revision + 1
             if current is not None and (

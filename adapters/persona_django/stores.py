@@ -31,6 +31,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import nullcontext
+from contextvars import ContextVar
 from datetime import datetime, tzinfo
 from datetime import timezone as dt_timezone
 from typing import Any, ClassVar
@@ -355,7 +356,11 @@ class DatabaseProfileStore:
             self._fill(ikey, pid, dirty)
         return pid
 
-    def save(self, profile: Profile) -> Profile:
+    def save(self, profile: Profile, *, then: Callable[[Profile], object] | None = None) -> Profile:
+        """Write the profile (revision check in the ``UPDATE``'s ``WHERE``), index its
+        identities and aliases, and run ``then`` (the SDK's outbox enqueue), all in one
+        transaction; the cache is updated after it commits. Inside an outer transaction
+        (``ATOMIC_REQUESTS``) this is a savepoint and commits with the request."""
         using = self._db()
         doc = profile.to_dict()
         now = timezone.now()
@@ -363,15 +368,30 @@ class DatabaseProfileStore:
         try:
             with transaction.atomic(using=using):
                 records = ProfileRecord.objects.using(using)
+                # ``then`` first (inside the transaction): on PostgreSQL, what the outbox
+                # enqueues there joins the profile's UPDATE as one statement; elsewhere it
+                # is written now, and a failed revision check below rolls it back.
+                joined = _Joined(using) if based_on and _joins(using) else None
+                if then is not None:
+                    token = _JOINING.set(joined)
+                    try:
+                        then(profile)
+                    except IntegrityError as exc:  # not a concurrent save of this profile
+                        raise _ThenFailed(exc) from exc
+                    finally:
+                        _JOINING.reset(token)
                 if based_on == 0:
                     records.create(
                         id=profile.id, data=doc, revision=1, created_at=now, updated_at=now
                     )
                     revision = 1
                 else:
-                    updated = records.filter(id=profile.id, revision=based_on).update(
-                        data=doc, revision=F("revision") + 1, updated_at=now
-                    )
+                    if joined is not None and joined.items:
+                        updated = _update_joined(using, profile.id, based_on, doc, now, joined)
+                    else:
+                        updated = records.filter(id=profile.id, revision=based_on).update(
+                            data=doc, revision=F("revision") + 1, updated_at=now
+                        )
                     if updated != 1:
                         raise _Stale
                     revision = based_on + 1
@@ -388,6 +408,8 @@ class DatabaseProfileStore:
                     sets=sets,
                     deletes=deletes,
                 )
+        except _ThenFailed as failed:
+            raise failed.error from None
         except (IntegrityError, OperationalError) as exc:
             # IntegrityError: a profile with this id already exists (someone else created it
             # first). OperationalError: only PostgreSQL's deadlock / serialization failures,
@@ -639,8 +661,15 @@ class DatabaseOutbox:
 
     # -- enqueue ---------------------------------------------------------------------------
     def enqueue(self, items: Sequence[OutboxItem]) -> int:
+        """Store the items not already present; return how many were new. Inside a profile
+        save on PostgreSQL (the SDK enqueues an event's items there), the items join the
+        profile's ``UPDATE`` as one statement instead, and the count is of distinct items
+        offered (an id already stored is still skipped by the database)."""
         if not items:
             return 0
+        joined = _JOINING.get()
+        if joined is not None and joined.using == self._db() and joined.take(items):
+            return len({item.id for item in items})
         if len(items) == 1:
             return self._enqueue_one(items[0])
         return self._enqueue_many(items)
@@ -1005,6 +1034,91 @@ def _retryable(exc: BaseException) -> bool:
     cause = exc.__cause__
     code = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
     return code in ("40001", "40P01")
+
+
+# --------------------------------------------------------------------------------------------
+# A profile save and its outbox rows in one statement (PostgreSQL)
+# --------------------------------------------------------------------------------------------
+
+#: items at most that join one profile save (one row per sink an event is queued for)
+_JOIN_LIMIT = 100
+
+
+class _Joined:
+    """Outbox items enqueued inside a profile save, to be written by the save's statement."""
+
+    __slots__ = ("items", "using")
+
+    def __init__(self, using: str) -> None:
+        self.using = using
+        self.items: dict[str, OutboxItem] = {}
+
+    def take(self, items: Sequence[OutboxItem]) -> bool:
+        if len(self.items) + len(items) > _JOIN_LIMIT:
+            return False  # too many for one statement: the outbox writes them itself
+        for item in items:
+            self.items.setdefault(item.id, item)
+        return True
+
+
+#: the profile save in progress in this context that outbox items may join (or None)
+_JOINING: ContextVar[_Joined | None] = ContextVar("persona_joining_save", default=None)
+
+
+def _joins(using: str) -> bool:
+    """Whether outbox rows join profile saves on ``using``: PostgreSQL, when the profile and
+    outbox tables live on the same database (they are written in one statement)."""
+    return (
+        connections[using].vendor == "postgresql"
+        and router.db_for_write(OutboxMessage) == using
+    )
+
+
+def _update_joined(
+    using: str, profile_id: str, based_on: int, doc: dict[str, Any], now: datetime, joined: _Joined
+) -> int:
+    """The profile's revision-checked ``UPDATE`` and the ``INSERT`` of the joined outbox rows
+    as one statement (a data-modifying ``WITH``): the rows are inserted only if the update
+    matched, so a failed revision check writes neither. Returns the rows updated (0 or 1)."""
+    connection = connections[using]
+    ops = connection.ops
+    qn = ops.quote_name
+    profile_meta = ProfileRecord._meta
+    columns = [OutboxMessage._meta.get_field(name) for name in DatabaseOutbox._FIELDS[:-1]]
+    row = "(" + ", ".join(f"%s::{field.db_type(connection)}" for field in columns) + ")"
+    names = ", ".join(qn(field.column) for field in columns)
+    revision = qn(profile_meta.get_field("revision").column)
+    sql = (
+        f"WITH p AS (UPDATE {qn(profile_meta.db_table)} SET "
+        f"{qn(profile_meta.get_field('data').column)} = %s, {revision} = {revision} + 1, "
+        f"{qn(profile_meta.get_field('updated_at').column)} = %s "
+        f"WHERE {qn(profile_meta.pk.column)} = %s AND {revision} = %s RETURNING 1), "
+        f"o AS (INSERT INTO {qn(OutboxMessage._meta.db_table)} ({names}) "
+        f"SELECT * FROM (VALUES {', '.join([row] * len(joined.items))}) AS v "
+        "WHERE EXISTS (SELECT 1 FROM p) ON CONFLICT DO NOTHING) "
+        "SELECT count(*) FROM p"
+    )
+    params: list[Any] = [
+        ops.adapt_json_value(doc, None),
+        ops.adapt_datetimefield_value(now),
+        profile_id,
+        based_on,
+    ]
+    for item in joined.items.values():
+        params.extend(DatabaseOutbox._insert_params(item, connection)[:-1])
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        (updated,) = cursor.fetchone()
+    return int(updated)
+
+
+class _ThenFailed(Exception):
+    """Carries an ``IntegrityError`` raised by a save's ``then`` out of its transaction, so
+    it is not mistaken for a concurrent creation of the profile."""
+
+    def __init__(self, error: IntegrityError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class _Stale(Exception):

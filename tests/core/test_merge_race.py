@@ -24,12 +24,12 @@ class InterleavingSaves:
     watched: str | None = None
     before_merged_save: Callable[[], object] | None = None
 
-    def save(self, profile: Profile) -> Profile:
+    def save(self, profile: Profile, *, then: Callable[[Profile], object] | None = None) -> Profile:
         hook = self.before_merged_save
         if hook is not None and self.watched in profile.aliases:
             self.before_merged_save = None
             hook()
-        saved: Profile = super().save(profile)  # type: ignore[misc]
+        saved: Profile = super().save(profile, then=then)  # type: ignore[misc]
         return saved
 
 
