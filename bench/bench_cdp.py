@@ -12,7 +12,9 @@ Run with ``./dev bench`` (every ``bench/bench_*.py``) or directly::
 Measures, in one process, on the Django adapter's own stores (``DatabaseOutbox``,
 ``DatabaseProfileStore``) and the real ``CdpSink``:
 
-1. **delivery**: events queued in the outbox, then drained by ``persona.deliver(limit=500)``
+1. **delivery**: events queued in the outbox, then drained by the worker command as a site
+   runs it, ``manage.py persona_deliver --drain --batch 500`` (its default ``--threads``: 2
+   loops on PostgreSQL, 1 on SQLite), and by one loop of ``persona.deliver(limit=500)``
    (what ``manage.py persona_deliver --batch 500`` loops over: claim and lease 500 in one
    statement, load their profiles with one ``load_many`` and re-check consent per item,
    build and POST ``/v1/batch``, mark done) to the fake Segment of ``tests/cdp/fakes.py``,
@@ -41,6 +43,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import io
 import json
 import os
 import platform
@@ -310,8 +313,10 @@ def bench_delivery(persona: Any, people: Sequence[tuple[str, str]], fake_url: st
 
     sink = persona.registry.sinks["segment"]
     outbox = persona.outbox
+    from django.core.management import call_command
+
     samples: dict[str, list[float]] = {"deliver": [], "outbox_only": [], "sink_only": [],
-                                       "allowed": []}
+                                       "allowed": [], "command": []}
     expected_distinct = fake_stats(fake_url)["distinct"]
 
     def recheck(batch: Sequence[Any]) -> bool:
@@ -336,9 +341,33 @@ def bench_delivery(persona: Any, people: Sequence[tuple[str, str]], fake_url: st
             if n == 0:
                 return handled
 
+    def command() -> None:
+        """What a site runs: the worker command, here until the outbox is drained."""
+        out = io.StringIO()
+        call_command("persona_deliver", "--drain", "--batch", str(BATCH), verbosity=1,
+                     stdout=out, stderr=out)
+        last = out.getvalue().strip().splitlines()[-1]
+        if "retried=0 dead=0 withheld=0" not in last or "nothing left" not in last:
+            sys.exit(f"setup error: persona_deliver did not deliver everything: {last}")
+
     for r in range(repeats + 1):  # the first round (a fifth of the size) warms up, unrecorded
         size = per_repeat if r else max(BATCH, per_repeat // 5)
-        # (a) the full path to the fake
+        # (e) the worker command, as a site runs it (threads: its default for the database)
+        clear_outbox()
+        outbox.enqueue(make_items(people, size, sink, seed=r + 3000))
+        gc.collect()
+        t0 = perf_counter_ns()
+        command()
+        elapsed = perf_counter_ns() - t0
+        expected_distinct += size
+        got = fake_stats(fake_url)["distinct"]
+        if got != expected_distinct:
+            sys.exit(f"setup error: the fake counted {got} distinct ids after persona_deliver, "
+                     f"expected {expected_distinct}")
+        if r:
+            samples["command"].append(elapsed / per_repeat)
+
+        # (a) the full path to the fake, one loop in this process
         clear_outbox()
         outbox.enqueue(make_items(people, size, sink, seed=r))
         gc.collect()
@@ -394,6 +423,7 @@ def bench_delivery(persona: Any, people: Sequence[tuple[str, str]], fake_url: st
             samples["allowed"].append(elapsed / (len(batches) * BATCH))
     clear_outbox()
     return {
+        "persona_deliver_drain": Stats(samples["command"], per_repeat),
         "deliver_to_fake_segment": Stats(samples["deliver"], per_repeat),
         "outbox_only_null_sink": Stats(samples["outbox_only"], per_repeat),
         "sink_only_500_per_request": Stats(samples["sink_only"], per_repeat // 2),
@@ -539,6 +569,10 @@ def bench(args: argparse.Namespace) -> int:
             sys.exit("setup error: the segment sink is not registered")
         people = visitors(with_sink, VISITORS)
         delivery = bench_delivery(with_sink, people, fake_url, per_repeat, repeats)
+        from persona_django.management.commands.persona_deliver import _thread_count
+
+        threads = _thread_count("auto", once=False)
+        threads_label = f"{threads} thread{'s' * (threads > 1)}, its default here"
         without_sink = Persona(
             plugin_manager=make_plugin_manager(), store=DatabaseProfileStore(),
             ledger=DatabaseConsentLedger(), outbox=DatabaseOutbox(),
@@ -582,8 +616,10 @@ def bench(args: argparse.Namespace) -> int:
                      t, word))
 
     section(f"1. outbox -> fake Segment over loopback, batches of {BATCH} ({args.backend})")
-    rate_row("   persona.deliver(limit=500) until drained", delivery["deliver_to_fake_segment"],
-             TARGET_RATE, f"deliver_{args.backend}")
+    rate_row(f"   manage.py persona_deliver --drain --batch 500 ({threads_label})",
+             delivery["persona_deliver_drain"], TARGET_RATE, f"deliver_{args.backend}")
+    rate_row("   one loop: persona.deliver(limit=500) until drained",
+             delivery["deliver_to_fake_segment"])
     rate_row("   the outbox alone (a sink that sends nothing)",
              delivery["outbox_only_null_sink"])
     time_row("     of which the consent re-check (load_many + may), per item",

@@ -6,6 +6,7 @@ import signal
 import threading
 import time
 import uuid
+from datetime import timedelta
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -118,7 +119,8 @@ def test_the_loop_drains_full_batches_and_stops_at_the_time_limit(sink):
     profile = profile_with_sharing()
     sent = enqueue(profile, 5)
     started = time.monotonic()
-    output = run("--batch", "2", "--idle-sleep", "0.05", "--max-seconds", "0.4")
+    # one loop (more threads would not see this test's uncommitted rows)
+    output = run("--threads", "1", "--batch", "2", "--idle-sleep", "0.05", "--max-seconds", "0.4")
     assert time.monotonic() - started < 3
     lines = output.splitlines()
     assert [line.split(" (")[0] for line in lines[:3]] == [
@@ -142,7 +144,7 @@ def test_a_signal_stops_the_worker_after_the_pass_in_progress(sink, signum):
     timer.start()
     try:
         started = time.monotonic()
-        output = run("--idle-sleep", "0.05", "--max-seconds", "10")
+        output = run("--threads", "1", "--idle-sleep", "0.05", "--max-seconds", "10")
     finally:
         timer.cancel()
     assert time.monotonic() - started < 5
@@ -153,7 +155,8 @@ def test_a_signal_stops_the_worker_after_the_pass_in_progress(sink, signum):
     assert signal.getsignal(signum) == before
 
 
-@pytest.mark.parametrize("args", [("--batch", "0"), ("--idle-sleep", "-1"), ("--batch", "x")])
+@pytest.mark.parametrize("args", [("--batch", "0"), ("--idle-sleep", "-1"), ("--batch", "x"),
+                                  ("--threads", "0"), ("--threads", "two")])
 def test_bad_options_are_refused(args):
     with pytest.raises(CommandError):
         run("--once", *args)
@@ -187,3 +190,59 @@ def test_several_workers_at_once_deliver_each_item_exactly_once(sink):
     totals = [int(out.splitlines()[-1].rsplit("delivered=", 1)[1].split()[0]) for out in outputs]
     assert sum(totals) == len(sent)
     assert sum(1 for n in totals if n) >= 2, outputs  # the workers really did share the queue
+
+
+def test_drain_stops_once_nothing_is_due(sink):
+    profile = profile_with_sharing()
+    sent = enqueue(profile, 5)
+    later = enqueue(profile, 1, start=5)
+    OutboxMessage.objects.filter(message_id__in=later).update(
+        next_attempt_at=OutboxMessage.objects.get(message_id=later[0]).next_attempt_at
+        + timedelta(hours=1)
+    )  # waiting for a retry an hour from now: left for a later run
+    started = time.monotonic()
+    output = run("--threads", "1", "--drain", "--batch", "2", "--idle-sleep", "30")
+    assert time.monotonic() - started < 5  # no idle sleep between passes, no time limit
+    lines = output.splitlines()
+    assert lines[-1] == (
+        "stopped (nothing left to deliver) after 4 pass(es): delivered=5 retried=0 dead=0 "
+        "withheld=0"
+    )
+    assert sorted(sink.seen) == sorted(sent)
+    assert OutboxMessage.objects.get(message_id=later[0]).status == "pending"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_threads_share_the_queue_and_deliver_each_item_exactly_once(sink):
+    profile = profile_with_sharing()
+    sent = enqueue(profile, 200)
+    sink.max_batch = 10
+    sink.pause = 0.01  # each loop waits on its sink while the other claims
+    output = run("--threads", "3", "--drain", "--batch", "10")
+    assert sorted(sink.seen) == sorted(sent)  # every item once: no item went to two loops
+    assert set(OutboxMessage.objects.values_list("status", flat=True)) == {"done"}
+    lines = output.splitlines()
+    assert lines[-1].startswith("stopped (nothing left to deliver) after ")
+    assert lines[-1].endswith("delivered=200 retried=0 dead=0 withheld=0")
+    passes = [line for line in lines if line.startswith("pass ")]
+    threads = {line.split("(thread ")[1].split(")")[0] for line in passes}
+    assert len(threads) >= 2, output  # the loops really did share the work
+    assert sum(int(line.split("delivered=")[1].split()[0]) for line in passes) == 200
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_signal_stops_every_thread(sink):
+    profile = profile_with_sharing()
+    enqueue(profile, 40)
+    sink.max_batch = 5
+    sink.pause = 0.2
+    timer = threading.Timer(0.3, os.kill, args=(os.getpid(), signal.SIGTERM))
+    timer.start()
+    try:
+        started = time.monotonic()
+        output = run("--threads", "2", "--batch", "5", "--idle-sleep", "0.05")
+    finally:
+        timer.cancel()
+    assert time.monotonic() - started < 3  # 40 items at 0.2 s per 5 would take 0.8 s per loop
+    assert output.splitlines()[-1].startswith("stopped (stop requested) after ")
+    assert 0 < len(sink.seen) < 40

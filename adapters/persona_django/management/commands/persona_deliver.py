@@ -2,13 +2,17 @@
 
 Loops ``get_persona().deliver(limit=--batch)``: claims due items, re-checks consent, hands
 them to the sinks, then marks them done, retries later, or dead-letters them. After a full
-batch it goes again at once; otherwise it sleeps ``--idle-sleep`` seconds. Several workers
-may run at once (on PostgreSQL, ``SKIP LOCKED`` gives each its own items). SIGTERM or
-Ctrl-C stops it after the pass in progress (a second Ctrl-C stops it at once).
+batch it goes again at once; otherwise it sleeps ``--idle-sleep`` seconds. ``--drain``
+stops once a pass finds nothing due. Several workers may run at once (on PostgreSQL,
+``SKIP LOCKED`` gives each its own items), as processes or as ``--threads`` in one process
+(default: 2 on PostgreSQL, where one loop's database and network waits overlap the other's
+work, ~40% more events per second; 1 on SQLite, which takes one writer at a time). SIGTERM
+or Ctrl-C stops it after the pass in progress (a second Ctrl-C stops it at once).
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import threading
@@ -16,10 +20,11 @@ import time
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import connections
+from django.db import connections, router
 
 from persona_sdk.outbox import Backoff, DeliveryReport
 
+from ...models import OutboxMessage
 from ...runtime import get_persona
 
 log = logging.getLogger("persona_django")
@@ -31,6 +36,45 @@ def _recycle_connections() -> None:
     for conn in connections.all(initialized_only=True):
         if not conn.in_atomic_block:
             conn.close_if_unusable_or_obsolete()
+
+
+class _Totals:
+    """Counts across the worker threads (and the pass numbering they share)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.passes = 0
+        self.counts = (0, 0, 0, 0)
+        self.timed_out = False
+
+    def next_pass(self) -> int:
+        with self._lock:
+            self.passes += 1
+            return self.passes
+
+    def add(self, counts: tuple[int, int, int, int]) -> None:
+        with self._lock:
+            self.counts = tuple(  # type: ignore[assignment]
+                total + n for total, n in zip(self.counts, counts, strict=True)
+            )
+
+
+def _thread_count(value: str, once: bool) -> int:
+    """``--threads``: a number, or ``auto`` (2 on PostgreSQL, where ``SKIP LOCKED`` lets
+    them claim side by side and one thread's database waits overlap the other's work; 1
+    elsewhere: SQLite takes one writer at a time). ``--once`` runs one pass: one thread."""
+    if once:
+        return 1
+    if value == "auto":
+        vendor = connections[router.db_for_write(OutboxMessage)].vendor
+        return 2 if vendor == "postgresql" else 1
+    return int(value)
+
+
+def _threads(value: str) -> str:
+    if value != "auto":
+        _positive_int(value)
+    return value
 
 
 def _positive_int(value: str) -> int:
@@ -82,6 +126,20 @@ class Command(BaseCommand):
             "shorter than the vendor's Retry-After)",
         )
         parser.add_argument(
+            "--drain",
+            action="store_true",
+            help="stop once a pass finds nothing due (after a backlog, or from cron); "
+            "items waiting for a retry later are left for the next run",
+        )
+        parser.add_argument(
+            "--threads",
+            type=_threads,
+            default="auto",
+            metavar="N",
+            help="delivery loops in this process, each with its own database connection "
+            "(default auto: 2 on PostgreSQL, 1 on SQLite and others)",
+        )
+        parser.add_argument(
             "--max-seconds",
             type=_non_negative,
             default=None,
@@ -127,59 +185,116 @@ class Command(BaseCommand):
     # -- the loop --------------------------------------------------------------------------
     def _run(self, options: dict[str, Any]) -> None:
         once: bool = options["once"]
+        threads = _thread_count(options.get("threads") or "auto", once)
+        max_seconds: float | None = options["max_seconds"]
+        deadline = None if max_seconds is None else time.monotonic() + max_seconds
+        get_persona()  # built once, before the threads share it
+        # a long-lived worker: what exists now (Django, the settings, the persona) stays, so
+        # the collector need not scan it again on every full collection (~5% of a pass)
+        gc.collect()
+        gc.freeze()
+        try:
+            self._work(options, threads, deadline)
+        finally:
+            gc.unfreeze()
+
+    def _work(self, options: dict[str, Any], threads: int, deadline: float | None) -> None:
+        once: bool = options["once"]
+        drain: bool = options.get("drain") or False
+        verbosity: int = options.get("verbosity", 1)
+        totals = _Totals()
+        if threads == 1:
+            self._loop(options, deadline, totals, label="")
+        else:
+            errors: list[BaseException] = []
+
+            def work(number: int) -> None:
+                try:
+                    self._loop(options, deadline, totals, label=f" (thread {number})")
+                except BaseException as exc:  # reported by the main thread
+                    errors.append(exc)
+                    self._stop = True
+                finally:
+                    connections.close_all()  # this thread's own connections
+
+            workers = [
+                threading.Thread(target=work, args=(n,), name=f"persona_deliver-{n}", daemon=True)
+                for n in range(1, threads + 1)
+            ]
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                while worker.is_alive():
+                    worker.join(0.2)  # short waits: signals reach the main thread meanwhile
+            if errors:
+                raise errors[0]
+        if not once and verbosity >= 1:
+            if self._stop:
+                reason = "stop requested"
+            elif drain and not totals.timed_out:
+                reason = "nothing left to deliver"
+            else:
+                reason = "time limit reached"
+            delivered, retried, dead, withheld = totals.counts
+            self.stdout.write(
+                f"stopped ({reason}) after {totals.passes} pass(es): delivered={delivered} "
+                f"retried={retried} dead={dead} withheld={withheld}"
+            )
+
+    def _loop(
+        self, options: dict[str, Any], deadline: float | None, totals: _Totals, label: str
+    ) -> None:
+        """One worker's loop: passes until stopped, the time limit, or (``--drain``) a pass
+        that finds nothing due."""
+        once: bool = options["once"]
+        drain: bool = options.get("drain") or False
         batch: int = options["batch"]
         idle_sleep: float = options["idle_sleep"]
-        max_seconds: float | None = options["max_seconds"]
         verbosity: int = options.get("verbosity", 1)
-        started = time.monotonic()
-        deadline = None if max_seconds is None else started + max_seconds
+        lease = options.get("lease") or 60.0
+        backoff = Backoff(cap=max(0.001, options.get("max_backoff") or 600.0))
         persona = get_persona()
-        passes = 0
-        totals = [0, 0, 0, 0]
         while True:
             _recycle_connections()
-            passes += 1
+            number = totals.next_pass()
             began = time.monotonic()
             try:
-                report = persona.deliver(
-                    limit=batch,
-                    lease=options.get("lease") or 60.0,
-                    backoff=Backoff(cap=max(0.001, options.get("max_backoff") or 600.0)),
-                )
+                report = persona.deliver(limit=batch, lease=lease, backoff=backoff)
             except Exception as exc:
                 if once:
                     message = f"delivery pass failed: {type(exc).__name__}: {exc}"
                     raise CommandError(message) from exc
-                log.exception("persona_deliver: pass %d failed; trying again", passes)
-                self.stderr.write(f"pass {passes}: failed: {type(exc).__name__}: {exc}")
+                log.exception("persona_deliver: pass %d failed; trying again", number)
+                self.stderr.write(f"pass {number}{label}: failed: {type(exc).__name__}: {exc}")
                 _recycle_connections()
                 report = None
             handled = 0
             if report is not None:
                 counts = (report.delivered, report.retried, report.dead, report.withheld)
                 handled = sum(counts)
-                totals = [t + n for t, n in zip(totals, counts, strict=True)]
+                totals.add(counts)
                 # an idle pass is only worth a line when asked (-v 2), or with --once
                 if once or handled or verbosity >= 2:
-                    self.stdout.write(self._line(passes, report, time.monotonic() - began))
+                    line = self._line(number, report, time.monotonic() - began, label)
+                    self.stdout.write(line)
             if once or self._stop:
-                break
+                return
             if deadline is not None and time.monotonic() >= deadline:
-                break
+                totals.timed_out = True
+                return
+            if drain and report is not None and handled == 0:
+                return
             if report is None or handled < batch:
-                self._sleep(idle_sleep, deadline)
-                if self._stop or (deadline is not None and time.monotonic() >= deadline):
-                    break
-        if not once and verbosity >= 1:
-            reason = "stop requested" if self._stop else "time limit reached"
-            self.stdout.write(
-                f"stopped ({reason}) after {passes} pass(es): delivered={totals[0]} "
-                f"retried={totals[1]} dead={totals[2]} withheld={totals[3]}"
-            )
+                self._sleep(0.0 if drain else idle_sleep, deadline)
+                if self._stop:
+                    return
+                if deadline is not None and time.monotonic() >= deadline:
+                    totals.timed_out = True
+                    return
 
     @staticmethod
-    def _line(number: int, report: DeliveryReport, seconds: float) -> str:
+    def _line(number: int, report: DeliveryReport, seconds: float, label: str = "") -> str:
         return (
-            f"pass {number}: delivered={report.delivered} retried={report.retried} "
+            f"pass {number}{label}: delivered={report.delivered} retried={report.retried} "
             f"dead={report.dead} withheld={report.withheld} ({seconds * 1000:.0f} ms)"
         )
