@@ -11,6 +11,7 @@ from datetime import timedelta
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
+from django.db.backends.signals import connection_created
 
 from persona_django.models import OutboxMessage
 from persona_django.runtime import get_persona
@@ -246,3 +247,25 @@ def test_a_signal_stops_every_thread(sink):
     assert time.monotonic() - started < 3  # 40 items at 0.2 s per 5 would take 0.8 s per loop
     assert output.splitlines()[-1].startswith("stopped (stop requested) after ")
     assert 0 < len(sink.seen) < 40
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_backlog_is_delivered_over_one_connection(sink, settings):
+    """With Django's default CONN_MAX_AGE of 0 the worker still keeps its connection while
+    there is a backlog (a new connection per batch costs more than the batch's claim); it
+    lets go of it when it idles."""
+    assert settings.DATABASES["default"].get("CONN_MAX_AGE", 0) == 0
+    profile = profile_with_sharing()
+    enqueue(profile, 30)
+    opened = []
+
+    def count(sender, connection, **kwargs):
+        opened.append(connection.alias)
+
+    connection_created.connect(count)
+    try:
+        output = run("--threads", "1", "--drain", "--batch", "5")
+    finally:
+        connection_created.disconnect(count)
+    assert output.splitlines()[-1].startswith("stopped (nothing left to deliver) after 7 pass")
+    assert len(opened) <= 2, opened  # not one per pass

@@ -32,7 +32,10 @@ log = logging.getLogger("persona_django")
 
 def _recycle_connections() -> None:
     """What Django does between requests: honour CONN_MAX_AGE and drop broken connections
-    (not inside a transaction someone else opened, e.g. a test's)."""
+    (not inside a transaction someone else opened, e.g. a test's). The loop calls it
+    before it idles and after a failed pass, not between the passes of a backlog: with the
+    default CONN_MAX_AGE of 0 that would open a new connection for every batch (~30 µs an
+    event on PostgreSQL)."""
     for conn in connections.all(initialized_only=True):
         if not conn.in_atomic_block:
             conn.close_if_unusable_or_obsolete()
@@ -254,8 +257,8 @@ class Command(BaseCommand):
         lease = options.get("lease") or 60.0
         backoff = Backoff(cap=max(0.001, options.get("max_backoff") or 600.0))
         persona = get_persona()
+        _recycle_connections()
         while True:
-            _recycle_connections()
             number = totals.next_pass()
             began = time.monotonic()
             try:
@@ -285,6 +288,8 @@ class Command(BaseCommand):
             if drain and report is not None and handled == 0:
                 return
             if report is None or handled < batch:
+                if report is not None:  # (a failed pass recycled them already)
+                    _recycle_connections()
                 self._sleep(0.0 if drain else idle_sleep, deadline)
                 if self._stop:
                     return
