@@ -16,7 +16,7 @@ Measures, in one process, on the Django adapter's own stores (``DatabaseOutbox``
    runs it, ``manage.py persona_deliver --drain --batch 500`` (its default ``--threads``: 2
    loops on PostgreSQL, 1 on SQLite), and by one loop of ``persona.deliver(limit=500)``
    (what ``manage.py persona_deliver --batch 500`` loops over: claim and lease 500 in one
-   statement, load their profiles with one ``load_many`` and re-check consent per item,
+   statement, read their consent with one ``load_consents`` and re-check it per item,
    build and POST ``/v1/batch``, mark done) to the fake Segment of ``tests/cdp/fakes.py``,
    which runs in its own process (it validates every message and counts the ids; the count
    is checked after each repeat). Also, to show where the time goes: the sink alone (500
@@ -309,7 +309,8 @@ class NullSink:
 
 def bench_delivery(persona: Any, people: Sequence[tuple[str, str]], fake_url: str,
                    per_repeat: int, repeats: int) -> dict[str, Stats]:
-    from persona_sdk.stores import load_many
+    from persona_sdk.consent import ConsentView
+    from persona_sdk.stores import load_consents
 
     sink = persona.registry.sinks["segment"]
     outbox = persona.outbox
@@ -321,12 +322,14 @@ def bench_delivery(persona: Any, people: Sequence[tuple[str, str]], fake_url: st
 
     def recheck(batch: Sequence[Any]) -> bool:
         """The consent re-check as ``Persona.deliver`` does it for a claimed batch: one
-        ``load_many`` of the batch's profiles, then ``persona.may`` per item and purpose."""
-        profiles = load_many(persona.store, {item.profile_id for item in batch})
+        ``load_consents`` for the batch's profiles, then ``persona.may`` per item and
+        purpose."""
+        found = load_consents(persona.store, {item.profile_id for item in batch})
+        views = {pid: ConsentView(consent) for pid, consent in found.items()}
         ok = True
         for item in batch:
-            profile = profiles.get(item.profile_id)
-            if profile is None or not all(persona.may(profile, p) for p in item.purposes):
+            view = views.get(item.profile_id)
+            if view is None or not all(persona.may(view, p) for p in item.purposes):
                 ok = False
         return ok
 
@@ -622,7 +625,7 @@ def bench(args: argparse.Namespace) -> int:
              delivery["deliver_to_fake_segment"])
     rate_row("   the outbox alone (a sink that sends nothing)",
              delivery["outbox_only_null_sink"])
-    time_row("     of which the consent re-check (load_many + may), per item",
+    time_row("     of which the consent re-check (load_consents + may), per item",
              delivery["consent_recheck_per_item"])
     rate_row("   the sink alone (500 prepared items -> 1 POST)",
              delivery["sink_only_500_per_request"])

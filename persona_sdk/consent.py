@@ -24,14 +24,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Mapping
 from enum import Enum
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import attrs
 
 from .errors import ConsentError
-
-if TYPE_CHECKING:
-    from .profile import Profile
 
 __all__ = [
     "DEFAULT_PURPOSES",
@@ -39,8 +36,11 @@ __all__ = [
     "ConsentLedger",
     "ConsentPolicy",
     "ConsentState",
+    "ConsentView",
+    "HasConsent",
     "InMemoryConsentLedger",
     "LedgerEntry",
+    "consent_from_dict",
     "may",
     "merge_consent",
 ]
@@ -118,8 +118,33 @@ class ConsentPolicy:
         return self.modes.get(purpose, self.mode) == "opt-out"
 
 
+class HasConsent(Protocol):
+    """What :func:`may` reads: a :class:`~persona_sdk.profile.Profile`, or a
+    :class:`ConsentView` (the consent decisions alone, as the delivery worker loads them)."""
+
+    @property
+    def consent(self) -> Mapping[str, ConsentDecision]: ...
+
+
+@attrs.frozen
+class ConsentView:
+    """A profile's consent decisions without the rest of the profile."""
+
+    consent: Mapping[str, ConsentDecision]
+
+
+def consent_from_dict(data: Mapping[str, Mapping[str, Any]]) -> dict[str, ConsentDecision]:
+    """The ``consent`` part of a profile document (``Profile.to_dict()["consent"]``)."""
+    return {
+        purpose: ConsentDecision(
+            ConsentState(c["state"]), c["at"], c["source"], c.get("policy_version", "")
+        )
+        for purpose, c in data.items()
+    }
+
+
 def may(
-    profile: Profile | None,
+    profile: HasConsent | None,
     purpose: str,
     policy: ConsentPolicy,
     gpc: bool = False,

@@ -375,9 +375,9 @@ def deliver_once(
     purpose was withdrawn after it was enqueued is completed without being sent (counted as
     ``withheld``). ``prefetch(items)``, when given, is called once with the claimed items
     before that, to load what ``allowed`` needs in one go (``Persona.deliver`` loads the
-    batch's profiles with one ``load_many``). An item whose sink is not registered is
-    retried later (the plugin may be temporarily disabled) and dead-lettered after
-    ``backoff.max_attempts``.
+    batch's consent decisions with one ``load_consents``). An item whose sink is not
+    registered is retried later (the plugin may be temporarily disabled) and dead-lettered
+    after ``backoff.max_attempts``.
 
     Outcomes are written back in batches: one ``complete`` for the withheld items, then per
     sink batch one ``complete`` for the delivered items and at most one each of

@@ -20,7 +20,7 @@ from typing import Any
 import attrs
 
 from .clock import DAY
-from .consent import ConsentDecision, ConsentState, merge_consent
+from .consent import ConsentDecision, ConsentState, consent_from_dict, merge_consent
 from .errors import ProfileFormatError
 from .identity import Identity, IdentityKind
 
@@ -374,12 +374,7 @@ class Profile:
             },
             aliases=set(d["aliases"]),
             behaviour=behaviour,
-            consent={
-                p: ConsentDecision(
-                    ConsentState(c["state"]), c["at"], c["source"], c.get("policy_version", "")
-                )
-                for p, c in d["consent"].items()
-            },
+            consent=consent_from_dict(d["consent"]),
             segments=dict(d["segments"]),
             experiments=dict(d["experiments"]),
             recent_message_ids=list(d.get("recent_message_ids", [])),

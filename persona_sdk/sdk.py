@@ -31,6 +31,8 @@ from .consent import (
     ConsentLedger,
     ConsentPolicy,
     ConsentState,
+    ConsentView,
+    HasConsent,
     InMemoryConsentLedger,
     LedgerEntry,
     may,
@@ -55,7 +57,7 @@ from .rules.fields import profile_fields
 from .rules.subject import Subject
 from .segments import SegmentRegistry
 from .sources import fetch_traits
-from .stores import InMemoryProfileStore, ProfileStore, load_many, update_profile
+from .stores import InMemoryProfileStore, ProfileStore, load_consents, update_profile
 from .stores import save as save_profile
 
 __all__ = ["IngestResult", "Persona"]
@@ -189,7 +191,7 @@ class Persona:
         self.segments = segments
 
     # -- consent ---------------------------------------------------------------------------
-    def may(self, profile: Profile | None, purpose: str, *, gpc: bool = False) -> bool:
+    def may(self, profile: HasConsent | None, purpose: str, *, gpc: bool = False) -> bool:
         return may(profile, purpose, self.policy, gpc=gpc)
 
     def set_consent(
@@ -799,17 +801,19 @@ class Persona:
         died mid-batch holds its items this long).
 
         Consent is re-checked for every item through :meth:`may`, on the profiles as they
-        are now: the claimed batch's profiles are read with one ``store.load_many`` (one
-        cache round trip for the batch, not one per item); an item whose profile is gone
-        (erased) or whose purpose was withdrawn since it was queued is withheld, not sent."""
-        profiles: dict[str, Profile] = {}
+        are now: the claimed batch's consent decisions are read with one
+        ``store.load_consents`` (the Django store: one query for the batch, not a load per
+        item); an item whose profile is gone (erased) or whose purpose was withdrawn since it
+        was queued is withheld, not sent."""
+        views: dict[str, ConsentView] = {}
 
         def prefetch(items: Sequence[OutboxItem]) -> None:
-            profiles.update(load_many(self.store, {item.profile_id for item in items}))
+            found = load_consents(self.store, {item.profile_id for item in items})
+            views.update((pid, ConsentView(consent)) for pid, consent in found.items())
 
         def allowed(item: OutboxItem) -> bool:
-            profile = profiles.get(item.profile_id)
-            return profile is not None and all(self.may(profile, p) for p in item.purposes)
+            view = views.get(item.profile_id)
+            return view is not None and all(self.may(view, p) for p in item.purposes)
 
         return deliver_once(
             self.outbox,

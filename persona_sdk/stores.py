@@ -6,9 +6,10 @@ the profile's ``revision`` is still the stored one, otherwise it raises
 :class:`~persona_sdk.errors.ConcurrentUpdateError` and :func:`update_profile` re-reads and
 re-applies the change, so two concurrent updates never silently lose one another.
 
-:meth:`ProfileStore.load_many` reads many profiles at once (the delivery worker re-checks
-the consent of a whole claimed batch with one call); :func:`load_many` calls it, or ``load``
-per id for a store written before it existed.
+:meth:`ProfileStore.load_many` reads many profiles at once; :func:`load_many` calls it, or
+``load`` per id for a store written before it existed. :meth:`ProfileStore.load_consents`
+reads only their consent decisions (the delivery worker re-checks the consent of a whole
+claimed batch with one call); :func:`load_consents` falls back to ``load_many``.
 
 A save can carry work that must commit with it: ``save(profile, then=...)`` runs ``then``
 inside the write, after the profile is written and before it is committed, and if ``then``
@@ -22,16 +23,24 @@ from __future__ import annotations
 
 import inspect
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol, TypeVar
 
 from cachetools import LRUCache
 
+from .consent import ConsentDecision
 from .errors import ConcurrentUpdateError
 from .identity import Identity
 from .profile import Profile
 
-__all__ = ["InMemoryProfileStore", "ProfileStore", "load_many", "save", "update_profile"]
+__all__ = [
+    "InMemoryProfileStore",
+    "ProfileStore",
+    "load_consents",
+    "load_many",
+    "save",
+    "update_profile",
+]
 
 T = TypeVar("T")
 
@@ -52,6 +61,14 @@ class ProfileStore(Protocol):
             if profile is not None:
                 out[profile_id] = profile
         return out
+
+    def load_consents(self, profile_ids: Iterable[str]) -> dict[str, Mapping[str, ConsentDecision]]:
+        """The consent decisions of many profiles, as ``load_many`` would find them:
+        ``{requested id: {purpose: decision}}``, ids with no profile left out. What the
+        delivery worker re-checks a claimed batch against; a store can read just that part
+        of its profiles (the Django store: one query). This default (for classes that
+        subclass ``ProfileStore``) reads the whole profiles with ``load_many``."""
+        return {pid: p.consent for pid, p in self.load_many(profile_ids).items()}
 
     def save(self, profile: Profile, *, then: Callable[[Profile], object] | None = None) -> Profile:
         """Write if ``profile.revision`` is the stored revision (0 = new); return the
@@ -90,6 +107,18 @@ def load_many(store: ProfileStore, profile_ids: Iterable[str]) -> dict[str, Prof
         if profile is not None:
             out[profile_id] = profile
     return out
+
+
+def load_consents(
+    store: ProfileStore, profile_ids: Iterable[str]
+) -> dict[str, Mapping[str, ConsentDecision]]:
+    """``store.load_consents(profile_ids)``, or the consent of each profile
+    :func:`load_many` finds, for a store that does not have it."""
+    batch = getattr(store, "load_consents", None)
+    if batch is not None:
+        found: dict[str, Mapping[str, ConsentDecision]] = batch(profile_ids)
+        return found
+    return {pid: p.consent for pid, p in load_many(store, profile_ids).items()}
 
 
 _TAKES_THEN: dict[type, bool] = {}
@@ -230,6 +259,16 @@ class InMemoryProfileStore:
                 stored = None if real is None else self._profiles.get(real)
                 if stored is not None:
                     out[profile_id] = stored.copy()
+        return out
+
+    def load_consents(self, profile_ids: Iterable[str]) -> dict[str, Mapping[str, ConsentDecision]]:
+        out: dict[str, Mapping[str, ConsentDecision]] = {}
+        with self._lock:
+            for profile_id in profile_ids:
+                real = self.resolve_id(profile_id)
+                stored = None if real is None else self._profiles.get(real)
+                if stored is not None:
+                    out[profile_id] = dict(stored.consent)  # decisions are immutable
         return out
 
     def save(self, profile: Profile, *, then: Callable[[Profile], object] | None = None) -> Profile:

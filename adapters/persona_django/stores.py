@@ -45,11 +45,11 @@ from django.db.models.constants import OnConflict
 from django.db.models.sql import InsertQuery
 from django.utils import timezone
 
-from persona_sdk.consent import ConsentState, LedgerEntry
+from persona_sdk.consent import ConsentDecision, ConsentState, LedgerEntry, consent_from_dict
 from persona_sdk.errors import ConcurrentUpdateError
 from persona_sdk.identity import Identity
 from persona_sdk.outbox import OutboxItem
-from persona_sdk.profile import Profile
+from persona_sdk.profile import SCHEMA_VERSION, Profile
 
 from .models import AliasRecord, ConsentEntry, IdentityRecord, OutboxMessage, ProfileRecord
 
@@ -305,6 +305,52 @@ class DatabaseProfileStore:
                     profile = self.load(pid)  # an alias, or gone
                     if profile is not None:
                         out[pid] = profile
+        return out
+
+    def load_consents(self, profile_ids: Iterable[str]) -> dict[str, Mapping[str, ConsentDecision]]:
+        """The consent decisions of many profiles in one query that reads only the
+        documents' ``consent`` (and ``schema``) keys, from the database: the truth, and
+        cheaper than the cached documents, which would each be unpickled and turned into a
+        whole ``Profile``. Ids with no row (merged away, erased) and documents of an older
+        schema go through ``load``."""
+        ids = list(dict.fromkeys(profile_ids))
+        if not ids:
+            return {}
+        using = self._db()
+        connection = connections[using]
+        out: dict[str, Mapping[str, ConsentDecision]] = {}
+        for start in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[start : start + _IN_CHUNK]
+            if connection.vendor == "postgresql":
+                # the ids as one array parameter, the two keys as jsonb text (parsed here):
+                # a third of what the ORM's IN list and per-value converters cost
+                meta = ProfileRecord._meta
+                quote = connection.ops.quote_name
+                data, pk = quote(meta.get_field("data").column), quote(meta.pk.column)
+                sql = (
+                    f"SELECT {pk}, {data} -> 'schema', {data} -> 'consent' "
+                    f"FROM {quote(meta.db_table)} WHERE {pk} = ANY(%s)"
+                )
+                with connection.cursor() as cursor:
+                    cursor.execute(sql, [chunk])
+                    rows = [
+                        (pid, _json(schema), _json(consent))
+                        for pid, schema, consent in cursor.fetchall()
+                    ]
+            else:
+                records = ProfileRecord.objects.using(using).filter(id__in=chunk)
+                rows = list(records.values_list("id", "data__schema", "data__consent"))
+            for pid, schema, consent in rows:
+                if schema == SCHEMA_VERSION and isinstance(consent, dict):
+                    try:
+                        out[pid] = consent_from_dict(consent)
+                    except (KeyError, TypeError, ValueError):
+                        pass  # malformed: ``load`` below says how
+        for pid in ids:
+            if pid not in out:
+                profile = self.load(pid)  # an alias, an older document, or gone
+                if profile is not None:
+                    out[pid] = profile.consent
         return out
 
     def _forget_local(self, profile_id: str) -> None:
@@ -1004,6 +1050,11 @@ def _purposes(value: Any) -> tuple[str, ...]:
             _PURPOSES.clear()
         _PURPOSES[value] = out
     return out
+
+
+def _json(value: Any) -> Any:
+    """A JSON value read without Django's converters (text, or already parsed)."""
+    return json.loads(value) if isinstance(value, (str, bytes)) else value
 
 
 def _timestamp(value: Any, tz: tzinfo) -> float:

@@ -382,8 +382,13 @@ class SpyStore(InMemoryProfileStore):
 
     def load_many(self, profile_ids):
         ids = list(profile_ids)
-        self.batches.append(sorted(ids))
+        self.batches.append(("load_many", sorted(ids)))
         return super().load_many(ids)
+
+    def load_consents(self, profile_ids):
+        ids = list(profile_ids)
+        self.batches.append(("load_consents", sorted(ids)))
+        return super().load_consents(ids)
 
 
 class Recorder:
@@ -420,7 +425,7 @@ def spied(make_persona):
     return persona, store, sink
 
 
-def test_deliver_loads_the_batchs_profiles_once_and_rechecks_consent_per_item(spied):
+def test_deliver_loads_the_batchs_consent_once_and_rechecks_it_per_item(spied):
     persona, store, sink = spied
     for who in ("a", "b", "c"):
         for n in range(3):
@@ -432,18 +437,19 @@ def test_deliver_loads_the_batchs_profiles_once_and_rechecks_consent_per_item(sp
     report = persona.deliver()
     assert (report.delivered, report.withheld) == (3, 6)
     assert sorted(sink.sent) == ["a0", "a1", "a2"]
-    assert len(store.batches) == 1 and len(store.batches[0]) == 3  # one call, distinct ids
+    [(method, ids)] = store.batches  # one call for the batch, with distinct ids
+    assert method == "load_consents" and len(ids) == 3
     assert store.loads == 0  # no per-item loads
     assert persona.outbox.pending_count() == 0
 
 
-def test_deliver_works_with_a_store_without_load_many(make_persona):
+def test_deliver_works_with_a_store_without_load_many_or_load_consents(make_persona):
     class OldStore:  # the original ProfileStore protocol only
         def __init__(self):
             self.inner = InMemoryProfileStore()
 
         def __getattr__(self, name):
-            if name == "load_many":
+            if name in ("load_many", "load_consents"):
                 raise AttributeError(name)
             return getattr(self.inner, name)
 

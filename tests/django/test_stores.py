@@ -25,7 +25,7 @@ from persona_django.stores import (
     profile_key,
 )
 from persona_sdk import ConsentPolicy, ConsentState, Identity, Profile
-from persona_sdk.consent import LedgerEntry
+from persona_sdk.consent import ConsentDecision, LedgerEntry
 from persona_sdk.errors import ConcurrentUpdateError
 from persona_sdk.events import Event, apply_event
 from persona_sdk.outbox import OutboxItem
@@ -584,3 +584,53 @@ def test_load_many_of_many_ids_is_chunked(store, committed, django_assert_max_nu
     finally:
         stores_module._IN_CHUNK = old
     assert got == {p.id: p for p in profiles}
+
+
+def _consented(granted, denied=()):
+    p = Profile()
+    for purpose in granted:
+        p.consent[purpose] = ConsentDecision(ConsentState.GRANTED, NOW, "banner", "2")
+    for purpose in denied:
+        p.consent[purpose] = ConsentDecision(ConsentState.DENIED, NOW + 1, "banner", "2")
+    return p
+
+
+def test_load_consents_reads_the_batchs_decisions_in_one_query(
+    store, committed, django_assert_num_queries
+):
+    a = _consented(["analytics", "sharing"])
+    b = _consented(["analytics"], denied=["sharing"])
+    c = Profile()
+    with committed():
+        for p in (a, b, c):
+            store.save(p)
+    with django_assert_num_queries(1):
+        got = store.load_consents([a.id, b.id, c.id, a.id])
+    assert got == {a.id: a.consent, b.id: b.consent, c.id: {}}
+    assert got[b.id]["sharing"].state is ConsentState.DENIED
+    assert store.load_consents([]) == {}
+
+
+def test_load_consents_follows_aliases_and_leaves_out_erased_ids(store, committed):
+    keep, gone, erased = _consented(["sharing"]), Profile(), _consented(["sharing"])
+    with committed():
+        for p in (keep, gone, erased):
+            store.save(p)
+    merged = store.load(keep.id)
+    merged.aliases.add(gone.id)
+    with committed():
+        store.save(merged)
+        store.delete(erased.id)
+    got = store.load_consents([keep.id, gone.id, erased.id, "no-such-id"])
+    assert got == {keep.id: keep.consent, gone.id: keep.consent}
+
+
+def test_load_consents_sees_a_withdrawal_not_yet_committed_in_this_transaction(store, committed):
+    p = _consented(["sharing"])
+    with committed():
+        store.save(p)
+    assert store.load(p.id).consent == p.consent  # cached
+    withdrawn = store.load(p.id)
+    withdrawn.consent["sharing"] = ConsentDecision(ConsentState.DENIED, NOW + 5, "banner", "2")
+    store.save(withdrawn)  # not committed: the cache still holds the grant
+    assert store.load_consents([p.id])[p.id]["sharing"].state is ConsentState.DENIED
