@@ -432,12 +432,7 @@ class DatabaseProfileStore:
                     )
                     revision = 1
                 else:
-                    if joined is not None and joined.items:
-                        updated = _update_joined(using, profile.id, based_on, doc, now, joined)
-                    else:
-                        updated = records.filter(id=profile.id, revision=based_on).update(
-                            data=doc, revision=F("revision") + 1, updated_at=now
-                        )
+                    updated = _update_profile(using, profile.id, based_on, doc, now, joined)
                     if updated != 1:
                         raise _Stale
                     revision = based_on + 1
@@ -1125,29 +1120,28 @@ def _joins(using: str) -> bool:
     )
 
 
-def _update_joined(
-    using: str, profile_id: str, based_on: int, doc: dict[str, Any], now: datetime, joined: _Joined
+def _update_profile(
+    using: str,
+    profile_id: str,
+    based_on: int,
+    doc: dict[str, Any],
+    now: datetime,
+    joined: _Joined | None,
 ) -> int:
-    """The profile's revision-checked ``UPDATE`` and the ``INSERT`` of the joined outbox rows
-    as one statement (a data-modifying ``WITH``): the rows are inserted only if the update
+    """The profile's revision-checked ``UPDATE`` (written out, not compiled by the ORM on
+    every save); with joined outbox items, the ``UPDATE`` and their ``INSERT`` as one
+    statement (a data-modifying ``WITH``, PostgreSQL) that inserts them only if the update
     matched, so a failed revision check writes neither. Returns the rows updated (0 or 1)."""
     connection = connections[using]
     ops = connection.ops
     qn = ops.quote_name
-    profile_meta = ProfileRecord._meta
-    columns = [OutboxMessage._meta.get_field(name) for name in DatabaseOutbox._FIELDS[:-1]]
-    row = "(" + ", ".join(f"%s::{field.db_type(connection)}" for field in columns) + ")"
-    names = ", ".join(qn(field.column) for field in columns)
-    revision = qn(profile_meta.get_field("revision").column)
-    sql = (
-        f"WITH p AS (UPDATE {qn(profile_meta.db_table)} SET "
-        f"{qn(profile_meta.get_field('data').column)} = %s, {revision} = {revision} + 1, "
-        f"{qn(profile_meta.get_field('updated_at').column)} = %s "
-        f"WHERE {qn(profile_meta.pk.column)} = %s AND {revision} = %s RETURNING 1), "
-        f"o AS (INSERT INTO {qn(OutboxMessage._meta.db_table)} ({names}) "
-        f"SELECT * FROM (VALUES {', '.join([row] * len(joined.items))}) AS v "
-        "WHERE EXISTS (SELECT 1 FROM p) ON CONFLICT DO NOTHING) "
-        "SELECT count(*) FROM p"
+    meta = ProfileRecord._meta
+    revision = qn(meta.get_field("revision").column)
+    update = (
+        f"UPDATE {qn(meta.db_table)} SET "
+        f"{qn(meta.get_field('data').column)} = %s, {revision} = {revision} + 1, "
+        f"{qn(meta.get_field('updated_at').column)} = %s "
+        f"WHERE {qn(meta.pk.column)} = %s AND {revision} = %s"
     )
     params: list[Any] = [
         ops.adapt_json_value(doc, None),
@@ -1155,6 +1149,20 @@ def _update_joined(
         profile_id,
         based_on,
     ]
+    if joined is None or not joined.items:
+        with connection.cursor() as cursor:
+            cursor.execute(update, params)
+            return int(cursor.rowcount)
+    columns = [OutboxMessage._meta.get_field(name) for name in DatabaseOutbox._FIELDS[:-1]]
+    row = "(" + ", ".join(f"%s::{field.db_type(connection)}" for field in columns) + ")"
+    names = ", ".join(qn(field.column) for field in columns)
+    sql = (
+        f"WITH p AS ({update} RETURNING 1), "
+        f"o AS (INSERT INTO {qn(OutboxMessage._meta.db_table)} ({names}) "
+        f"SELECT * FROM (VALUES {', '.join([row] * len(joined.items))}) AS v "
+        "WHERE EXISTS (SELECT 1 FROM p) ON CONFLICT DO NOTHING) "
+        "SELECT count(*) FROM p"
+    )
     for item in joined.items.values():
         params.extend(DatabaseOutbox._insert_params(item, connection)[:-1])
     with connection.cursor() as cursor:
