@@ -333,16 +333,13 @@ def bench_delivery(persona: Any, people: Sequence[tuple[str, str]], fake_url: st
                 ok = False
         return ok
 
-    def drain() -> int:
-        handled = 0
+    def drain() -> None:
         while True:
             report = persona.deliver(limit=BATCH)
-            n = report.delivered + report.retried + report.dead + report.withheld
-            handled += report.delivered
             if report.retried or report.dead or report.withheld:
                 sys.exit(f"setup error: a delivery pass did not deliver everything: {report}")
-            if n == 0:
-                return handled
+            if report.delivered == 0:
+                return
 
     def command() -> None:
         """What a site runs: the worker command, here until the outbox is drained."""
@@ -355,37 +352,22 @@ def bench_delivery(persona: Any, people: Sequence[tuple[str, str]], fake_url: st
 
     for r in range(repeats + 1):  # the first round (a fifth of the size) warms up, unrecorded
         size = per_repeat if r else max(BATCH, per_repeat // 5)
-        # (e) the worker command, as a site runs it (threads: its default for the database)
-        clear_outbox()
-        outbox.enqueue(make_items(people, size, sink, seed=r + 3000))
-        gc.collect()
-        t0 = perf_counter_ns()
-        command()
-        elapsed = perf_counter_ns() - t0
-        expected_distinct += size
-        got = fake_stats(fake_url)["distinct"]
-        if got != expected_distinct:
-            sys.exit(f"setup error: the fake counted {got} distinct ids after persona_deliver, "
-                     f"expected {expected_distinct}")
-        if r:
-            samples["command"].append(elapsed / per_repeat)
-
+        # (e) the worker command, as a site runs it (threads: its default for the database);
         # (a) the full path to the fake, one loop in this process
-        clear_outbox()
-        outbox.enqueue(make_items(people, size, sink, seed=r))
-        gc.collect()
-        t0 = perf_counter_ns()
-        handled = drain()
-        elapsed = perf_counter_ns() - t0
-        if handled != size:
-            sys.exit(f"setup error: delivered {handled} of {size}")
-        expected_distinct += size
-        got = fake_stats(fake_url)["distinct"]
-        if got != expected_distinct:
-            sys.exit(f"setup error: the fake counted {got} distinct ids, expected "
-                     f"{expected_distinct}")
-        if r:
-            samples["deliver"].append(elapsed / per_repeat)
+        for key, run, seed in (("command", command, r + 3000), ("deliver", drain, r)):
+            clear_outbox()
+            outbox.enqueue(make_items(people, size, sink, seed=seed))
+            gc.collect()
+            t0 = perf_counter_ns()
+            run()
+            elapsed = perf_counter_ns() - t0
+            expected_distinct += size
+            got = fake_stats(fake_url)["distinct"]
+            if got != expected_distinct:
+                sys.exit(f"setup error: the fake counted {got} distinct ids after {key}, "
+                         f"expected {expected_distinct}")
+            if r:
+                samples[key].append(elapsed / per_repeat)
 
         # (b) the outbox alone: same loop, a sink that does nothing
         clear_outbox()

@@ -86,6 +86,19 @@ def run(*args):
     return out.getvalue()
 
 
+def run_signalled(delay, signum, *args):
+    """``run(*args)`` with ``signum`` sent to this process after ``delay`` seconds; returns
+    the output and how long the command ran."""
+    timer = threading.Timer(delay, os.kill, args=(os.getpid(), signum))
+    timer.start()
+    try:
+        started = time.monotonic()
+        output = run(*args)
+    finally:
+        timer.cancel()
+    return output, time.monotonic() - started
+
+
 def test_once_runs_one_pass_and_prints_the_counts(sink):
     yes, no = profile_with_sharing(True), profile_with_sharing(False)
     sent = enqueue(yes, 3)
@@ -141,14 +154,9 @@ def test_a_signal_stops_the_worker_after_the_pass_in_progress(sink, signum):
     sent = enqueue(profile, 3)
     sink.pause = 0.6  # the signal arrives while the sink is working
     before = signal.getsignal(signum)
-    timer = threading.Timer(0.2, os.kill, args=(os.getpid(), signum))
-    timer.start()
-    try:
-        started = time.monotonic()
-        output = run("--threads", "1", "--idle-sleep", "0.05", "--max-seconds", "10")
-    finally:
-        timer.cancel()
-    assert time.monotonic() - started < 5
+    output, seconds = run_signalled(0.2, signum, "--threads", "1", "--idle-sleep", "0.05",
+                                    "--max-seconds", "10")
+    assert seconds < 5
     assert output.splitlines()[0].startswith("pass 1: delivered=3 retried=0 dead=0 withheld=0")
     assert output.splitlines()[-1].startswith("stopped (stop requested) after 1 pass(es)")
     assert sorted(sink.seen) == sorted(sent)
@@ -237,14 +245,9 @@ def test_a_signal_stops_every_thread(sink):
     enqueue(profile, 40)
     sink.max_batch = 5
     sink.pause = 0.2
-    timer = threading.Timer(0.3, os.kill, args=(os.getpid(), signal.SIGTERM))
-    timer.start()
-    try:
-        started = time.monotonic()
-        output = run("--threads", "2", "--batch", "5", "--idle-sleep", "0.05")
-    finally:
-        timer.cancel()
-    assert time.monotonic() - started < 3  # 40 items at 0.2 s per 5 would take 0.8 s per loop
+    output, seconds = run_signalled(0.3, signal.SIGTERM, "--threads", "2", "--batch", "5",
+                                    "--idle-sleep", "0.05")
+    assert seconds < 3  # 40 items at 0.2 s per 5 would take 0.8 s per loop
     assert output.splitlines()[-1].startswith("stopped (stop requested) after ")
     assert 0 < len(sink.seen) < 40
 

@@ -527,8 +527,8 @@ def test_load_many_reads_the_misses_in_one_query_and_fills_the_cache(
         assert store.load_many([p.id for p in profiles]) == got
 
 
-def test_load_many_leaves_out_missing_and_erased_ids_and_follows_aliases(store, committed):
-    keep, gone, erased = (Profile() for _ in range(3))
+def _merge_and_erase(store, committed, keep, gone, erased):
+    """Save three profiles, merge ``gone`` into ``keep`` and erase ``erased``."""
     with committed():
         for p in (keep, gone, erased):
             store.save(p)
@@ -537,6 +537,11 @@ def test_load_many_leaves_out_missing_and_erased_ids_and_follows_aliases(store, 
     with committed():
         store.save(merged)
         store.delete(erased.id)
+
+
+def test_load_many_leaves_out_missing_and_erased_ids_and_follows_aliases(store, committed):
+    keep, gone, erased = (Profile() for _ in range(3))
+    _merge_and_erase(store, committed, keep, gone, erased)
     got = store.load_many([keep.id, gone.id, erased.id, "no-such-id"])
     assert set(got) == {keep.id, gone.id}
     assert got[gone.id].id == keep.id and got[keep.id].id == keep.id
@@ -613,14 +618,7 @@ def test_load_consents_reads_the_batchs_decisions_in_one_query(
 
 def test_load_consents_follows_aliases_and_leaves_out_erased_ids(store, committed):
     keep, gone, erased = _consented(["sharing"]), Profile(), _consented(["sharing"])
-    with committed():
-        for p in (keep, gone, erased):
-            store.save(p)
-    merged = store.load(keep.id)
-    merged.aliases.add(gone.id)
-    with committed():
-        store.save(merged)
-        store.delete(erased.id)
+    _merge_and_erase(store, committed, keep, gone, erased)
     got = store.load_consents([keep.id, gone.id, erased.id, "no-such-id"])
     assert got == {keep.id: keep.consent, gone.id: keep.consent}
 
