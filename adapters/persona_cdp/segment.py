@@ -202,7 +202,9 @@ class CdpSink:
             self._headers["Authorization"] = f"Basic {token}"
         if config.gzip:
             self._headers["Content-Encoding"] = "gzip"
-        #: counters for logs, tests and the benchmark
+        #: counters for logs, tests and the benchmark (``persona_deliver --threads`` calls
+        #: ``deliver`` from several threads: they are updated under ``_stats_lock``)
+        self._stats_lock = threading.Lock()
         self.stats = {
             "requests": 0,
             "delivered": 0,
@@ -211,6 +213,11 @@ class CdpSink:
             "failed": 0,
             "split": 0,
         }
+
+    def _count(self, **counts: int) -> None:
+        with self._stats_lock:
+            for key, n in counts.items():
+                self.stats[key] += n
 
     def __repr__(self) -> str:
         return f"<CdpSink {self.name} -> {self.url}>"
@@ -271,17 +278,17 @@ class CdpSink:
                     retry[item.id] = delay
                     errors[item.id] = detail
             elif outcome == "reject" and len(chunk) > 1:
-                self.stats["split"] += 1
+                self._count(split=1)
                 half = len(chunk) // 2
                 queue.appendleft(chunk[half:])
                 queue.appendleft(chunk[:half])
             else:  # a single rejected message, or a request that can never succeed
                 for item, _ in chunk:
                     failed[item.id] = detail
-        self.stats["delivered"] += len(delivered)
-        self.stats["retried"] += len(retry)
-        self.stats["deferred"] += len(deferred)
-        self.stats["failed"] += len(failed)
+        self._count(
+            delivered=len(delivered), retried=len(retry), deferred=len(deferred),
+            failed=len(failed),
+        )
         for item_id, reason in failed.items():
             log.warning("persona_cdp: %s: dead letter %s: %s", self.name, item_id, reason)
         return DeliveryResult(
@@ -433,7 +440,7 @@ class CdpSink:
         body = self.body(chunk, to_iso(self._wall()))
         if self.config.gzip:
             body = gzip_module.compress(body, compresslevel=6)
-        self.stats["requests"] += 1
+        self._count(requests=1)
         try:
             response = self.session.post(
                 self.url,
