@@ -319,18 +319,20 @@ class DatabaseProfileStore:
         using = self._db()
         connection = connections[using]
         out: dict[str, Mapping[str, ConsentDecision]] = {}
+        sql = ""
+        if connection.vendor == "postgresql":
+            # the ids as one array parameter, the two keys as jsonb text (parsed here): a
+            # third of what the ORM's IN list and per-value converters cost
+            meta = ProfileRecord._meta
+            quote = connection.ops.quote_name
+            data, pk = quote(meta.get_field("data").column), quote(meta.pk.column)
+            sql = (
+                f"SELECT {pk}, {data} -> 'schema', {data} -> 'consent' "
+                f"FROM {quote(meta.db_table)} WHERE {pk} = ANY(%s)"
+            )
         for start in range(0, len(ids), _IN_CHUNK):
             chunk = ids[start : start + _IN_CHUNK]
-            if connection.vendor == "postgresql":
-                # the ids as one array parameter, the two keys as jsonb text (parsed here):
-                # a third of what the ORM's IN list and per-value converters cost
-                meta = ProfileRecord._meta
-                quote = connection.ops.quote_name
-                data, pk = quote(meta.get_field("data").column), quote(meta.pk.column)
-                sql = (
-                    f"SELECT {pk}, {data} -> 'schema', {data} -> 'consent' "
-                    f"FROM {quote(meta.db_table)} WHERE {pk} = ANY(%s)"
-                )
+            if sql:
                 with connection.cursor() as cursor:
                     cursor.execute(sql, [chunk])
                     rows = [
@@ -417,8 +419,10 @@ class DatabaseProfileStore:
                 # ``then`` first (inside the transaction): on PostgreSQL, what the outbox
                 # enqueues there joins the profile's UPDATE as one statement; elsewhere it
                 # is written now, and a failed revision check below rolls it back.
-                joined = _Joined(using) if based_on and _joins(using) else None
+                joined = None
                 if then is not None:
+                    if based_on and _joins(using):
+                        joined = _Joined(using)
                     token = _JOINING.set(joined)
                     try:
                         then(profile)
@@ -885,7 +889,7 @@ class DatabaseOutbox:
             sink=row[1],
             message_id=row[2],
             profile_id=row[3],
-            payload=json.loads(payload) if isinstance(payload, (str, bytes)) else payload,
+            payload=_json(payload),
             purposes=_purposes(row[5]),
             created_at=_timestamp(row[6], tz),
             attempts=row[7],
@@ -1032,24 +1036,23 @@ def _due_order(item: OutboxItem) -> tuple[float, float]:
 _PURPOSES: dict[Any, tuple[str, ...]] = {}
 
 
+def _json(value: Any) -> Any:
+    """A JSON column read without Django's converters (text, or already parsed)."""
+    return json.loads(value) if isinstance(value, (str, bytes)) else value
+
+
 def _purposes(value: Any) -> tuple[str, ...]:
     """The ``purposes`` JSON column (text, or already parsed) as a tuple, memoized."""
     try:
         return _PURPOSES[value]
     except (KeyError, TypeError):  # TypeError: an already parsed (unhashable) list
         pass
-    parsed = json.loads(value) if isinstance(value, (str, bytes)) else value
-    out = tuple(parsed or ())
+    out = tuple(_json(value) or ())
     if isinstance(value, (str, bytes)):
         if len(_PURPOSES) > 256:
             _PURPOSES.clear()
         _PURPOSES[value] = out
     return out
-
-
-def _json(value: Any) -> Any:
-    """A JSON value read without Django's converters (text, or already parsed)."""
-    return json.loads(value) if isinstance(value, (str, bytes)) else value
 
 
 def _timestamp(value: Any, tz: tzinfo) -> float:
